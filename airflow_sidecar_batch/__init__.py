@@ -10,7 +10,7 @@ def get_provider_info() -> dict:
     return {
         "package-name": "airflow-sidecar-batch",
         "name": "Sidecar Batch",
-        "description": "AWS Batch multi-container sidecar jobs: register, submit, defer, stream logs.",
+        "description": "AWS Batch multi-container jobs: register, submit, defer, stream logs.",
         "versions": [__version__],
         "integrations": [
             {

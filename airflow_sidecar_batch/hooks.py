@@ -1,0 +1,81 @@
+"""Hooks for AWS Batch and CloudWatch Logs, built on the Amazon provider's ``AwsBaseHook``.
+
+Connections, credentials, regions and endpoint URLs (including the local endpoint) all come from
+the Airflow connection, exactly as for the Amazon provider's own hooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from botocore.config import Config
+
+#: Throttling and 5xx answers are retried by botocore's standard mode: exponential backoff with
+#: full jitter, bounded by the attempt count. A ``botocore_config`` given by the user wins.
+DEFAULT_RETRIES: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": 8}}
+
+
+def client_settings(
+    aws_conn_id: str | None,
+    region_name: str | None,
+    verify: bool | str | None,
+    botocore_config: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Return the keyword arguments every hook of this package is built with."""
+    config = {**DEFAULT_RETRIES, **(botocore_config or {})}
+    return {
+        "aws_conn_id": aws_conn_id,
+        "region_name": region_name,
+        "verify": verify,
+        "config": Config(**config),
+    }
+
+
+class SidecarBatchHook(AwsBaseHook):
+    """Call AWS Batch for the operator: job definitions, jobs, and their descriptions.
+
+    Takes the same arguments as :class:`~airflow.providers.amazon.aws.hooks.base_aws.AwsBaseHook`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["client_type"] = "batch"
+        super().__init__(*args, **kwargs)
+
+    def describe_active_job_definitions(self, name: str) -> list[dict[str, Any]]:
+        """Return every ACTIVE revision of the job definition called ``name``."""
+        paginator = self.conn.get_paginator("describe_job_definitions")
+        revisions: list[dict[str, Any]] = []
+        for page in paginator.paginate(jobDefinitionName=name, status="ACTIVE"):
+            revisions.extend(page["jobDefinitions"])
+        return revisions
+
+    def register_job_definition(self, request: dict[str, Any]) -> str:
+        """Register a revision and return its ARN."""
+        return self.conn.register_job_definition(**request)["jobDefinitionArn"]
+
+    def submit_job(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Submit a job; return Batch's answer (``jobId``, ``jobName``, ``jobArn``)."""
+        return self.conn.submit_job(**request)
+
+    def describe_job(self, job_id: str) -> dict[str, Any]:
+        """Return the description of one job."""
+        jobs = self.conn.describe_jobs(jobs=[job_id])["jobs"]
+        if not jobs:
+            raise LookupError(f"Batch knows no job {job_id!r}; it may have expired (7 days)")
+        return jobs[0]
+
+    def terminate_job(self, job_id: str, reason: str) -> None:
+        """Terminate a job in any state; Batch records ``reason`` as its status reason."""
+        self.conn.terminate_job(jobId=job_id, reason=reason)
+
+
+class SidecarLogsHook(AwsBaseHook):
+    """Read CloudWatch Logs for the trigger and the synchronous wait.
+
+    Takes the same arguments as :class:`~airflow.providers.amazon.aws.hooks.base_aws.AwsBaseHook`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["client_type"] = "logs"
+        super().__init__(*args, **kwargs)
