@@ -1,0 +1,277 @@
+"""Run the jobs submitted to the local endpoint, each container as a local program.
+
+A job passes through the states AWS gives it. It waits in RUNNABLE for a free slot, gets a
+network namespace of its own in STARTING (so every job has its own localhost, as every Fargate
+task has), and turns RUNNING when its first container starts. Every line a container prints goes
+to that container's CloudWatch log stream before the job can be seen to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_sidecar_batch.local.runner import ContainerOutcome, ContainerSpec, TaskRunner
+
+from airflow_sidecar_batch.local.backend import BatchBackend, now_ms
+from airflow_sidecar_batch.local.images import ImageMap, argv_for
+from airflow_sidecar_batch.local.logsink import LogSink
+from airflow_sidecar_batch.local.sandbox import NetworkSandbox, SharedHostNetwork
+
+log = logging.getLogger(__name__)
+
+#: What the awslogs driver names a container's stream when no ``awslogs-stream-prefix`` is set;
+#: AWS uses the job definition's name in its place (an assumption stated in the docs).
+_STREAM = "{prefix}/{container}/{task_id}"
+
+
+@dataclass
+class _Running:
+    runner: TaskRunner | None = None
+    terminated: str | None = None
+
+
+class JobExecutor:
+    """Start, watch and stop local jobs for a :class:`BatchBackend`.
+
+    :param images: which local program each image stands for.
+    :param logs: where container lines go.
+    :param serve_inside: serves the endpoint on a socket inside a job's namespace; returns a
+        callable that stops serving.
+    :param endpoint_port: the endpoint's port, the same inside every namespace.
+    :param max_jobs: how many jobs may run at once.
+    """
+
+    def __init__(
+        self,
+        images: ImageMap,
+        logs: LogSink,
+        serve_inside: Callable[[Any], Callable[[], None]],
+        endpoint_port: int,
+        max_jobs: int,
+        stop_grace_seconds: float = 10.0,
+    ) -> None:
+        self.images = images
+        self.logs = logs
+        self.serve_inside = serve_inside
+        self.endpoint_port = endpoint_port
+        self.isolated = NetworkSandbox.available()
+        # Without namespaces every job shares this machine's localhost: two main apps would
+        # fight over one port, so jobs then run one at a time.
+        self.max_jobs = max_jobs if self.isolated else 1
+        self.stop_grace_seconds = stop_grace_seconds
+        self._slots = threading.Semaphore(self.max_jobs)
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._wakeup = threading.Condition(self._lock)
+        self.backend: BatchBackend | None = None
+        self.peak_jobs = 0
+        self._active = 0
+
+    def start(self, job: dict[str, Any]) -> None:
+        """Run a freshly submitted job in a thread of its own."""
+        with self._lock:
+            self._running[job["jobId"]] = _Running()
+        thread = threading.Thread(target=self._run, args=(job,), name=f"job-{job['jobId'][:8]}")
+        thread.daemon = True
+        thread.start()
+
+    def terminate(self, job_id: str, reason: str) -> None:
+        """Stop a job wherever it is; a finished job is left as it ended."""
+        with self._lock:
+            running = self._running.get(job_id)
+            if running is None:
+                return
+            running.terminated = reason
+            runner = running.runner
+            self._wakeup.notify_all()
+        if runner is not None:
+            runner.stop(reason)
+
+    @property
+    def _backend(self) -> BatchBackend:
+        if self.backend is None:
+            raise RuntimeError("JobExecutor.backend must be set before jobs are started")
+        return self.backend
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        self._backend.update_job(job_id, lambda job: job.update(fields))
+
+    def _run(self, job: dict[str, Any]) -> None:
+        job_id = job["jobId"]
+        self._update(job_id, status="RUNNABLE")
+        if not self._wait_for_slot(job_id):
+            self._finish_unstarted(job_id)
+            return
+        try:
+            with self._lock:
+                self._active += 1
+                self.peak_jobs = max(self.peak_jobs, self._active)
+            self._run_attempt(job)
+        except Exception as error:
+            log.exception("Local job %s broke", job_id)
+            self._update(
+                job_id,
+                status="FAILED",
+                statusReason=f"local endpoint error: {error}",
+                stoppedAt=now_ms(),
+            )
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._running.pop(job_id, None)
+            self._slots.release()
+
+    def _wait_for_slot(self, job_id: str) -> bool:
+        while not self._slots.acquire(timeout=0.2):
+            with self._lock:
+                if self._running[job_id].terminated:
+                    return False
+        with self._lock:
+            if self._running[job_id].terminated:
+                self._slots.release()
+                return False
+        return True
+
+    def _finish_unstarted(self, job_id: str) -> None:
+        with self._lock:
+            reason = self._running.pop(job_id).terminated
+        self._update(job_id, status="FAILED", statusReason=reason, stoppedAt=now_ms())
+
+    def _run_attempt(self, job: dict[str, Any]) -> None:
+        job_id = job["jobId"]
+        task_id = uuid.uuid4().hex
+        task_arn = self._backend.arn("task", task_id).replace(":batch:", ":ecs:")
+        self._update(job_id, status="STARTING")
+
+        network = NetworkSandbox.create() if self.isolated else SharedHostNetwork()
+        stop_serving = (
+            self.serve_inside(network.listen(self.endpoint_port)) if self.isolated else None
+        )
+        try:
+            containers = job["ecsProperties"]["taskProperties"][0]["containers"]
+            streams = {c["name"]: self._stream_for(job, c, task_id) for c in containers}
+            runner = TaskRunner(
+                [self._spec(job, c) for c in containers],
+                on_output=lambda name, line: self.logs.write(*streams[name], line),
+                on_started=lambda name: self._container_started(job_id, name, streams[name]),
+                wrap=network.wrap,
+                stop_grace_seconds=self.stop_grace_seconds,
+            )
+            with self._lock:
+                self._running[job_id].runner = runner
+                terminated = self._running[job_id].terminated
+            if terminated:
+                runner.stop(terminated)
+            outcomes = runner.run()
+        finally:
+            if stop_serving is not None:
+                stop_serving()
+            network.close()
+        self._finish(job_id, task_arn, outcomes)
+
+    def _stream_for(self, job: dict[str, Any], container: dict[str, Any], task_id: str) -> tuple:
+        options = (container.get("logConfiguration") or {}).get("options") or {}
+        group = options.get("awslogs-group", "/aws/batch/job")
+        definition_name = job["jobDefinition"].split("/")[-1].split(":")[0]
+        prefix = options.get("awslogs-stream-prefix", definition_name)
+        name = _STREAM.format(prefix=prefix, container=container["name"], task_id=task_id)
+        return group, name
+
+    def _container_started(self, job_id: str, name: str, stream: tuple[str, str]) -> None:
+        self.logs.open(*stream)
+
+        def change(job: dict[str, Any]) -> None:
+            for container in job["ecsProperties"]["taskProperties"][0]["containers"]:
+                if container["name"] == name:
+                    container["logStreamName"] = stream[1]
+            if job["status"] != "RUNNING":
+                job.update(status="RUNNING", startedAt=now_ms())
+
+        self._backend.update_job(job_id, change)
+
+    def _spec(self, job: dict[str, Any], container: dict[str, Any]) -> ContainerSpec:
+        program = self.images.resolve(container["image"])
+        command = container.get("command")
+        if command is not None:
+            command = [_substitute(arg, job["parameters"]) for arg in command]
+        environment = {e["name"]: e.get("value", "") for e in container.get("environment", [])}
+        environment.update(self._aws_environment(job))
+        return ContainerSpec(
+            name=container["name"],
+            argv=argv_for(program, command),
+            environment=environment,
+            essential=container.get("essential", True),
+            depends_on=[
+                (d["containerName"], d["condition"]) for d in container.get("dependsOn", [])
+            ],
+        )
+
+    def _aws_environment(self, job: dict[str, Any]) -> dict[str, str]:
+        # What a program needs to reach this endpoint's S3 with plain boto3, plus what Batch
+        # itself sets in every container.
+        return {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.endpoint_port}",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": self._backend.region,
+            "AWS_REGION": self._backend.region,
+            "AWS_BATCH_JOB_ID": job["jobId"],
+            "AWS_BATCH_JQ_NAME": job["jobQueue"].split("/")[-1],
+            "AWS_BATCH_JOB_ATTEMPT": "1",
+        }
+
+    def _finish(self, job_id: str, task_arn: str, outcomes: list[ContainerOutcome]) -> None:
+        by_name = {o.name: o for o in outcomes}
+        with self._lock:
+            terminated = (self._running.get(job_id) or _Running()).terminated
+
+        def change(job: dict[str, Any]) -> None:
+            task = job["ecsProperties"]["taskProperties"][0]
+            task["taskArn"] = task_arn
+            failed = False
+            for container in task["containers"]:
+                outcome = by_name[container["name"]]
+                container["exitCode"] = outcome.exit_code
+                if outcome.reason:
+                    container["reason"] = outcome.reason
+                if container.get("essential", True) and outcome.exit_code != 0:
+                    failed = True
+            stopped = now_ms()
+            job["status"] = "FAILED" if failed or terminated else "SUCCEEDED"
+            job["statusReason"] = terminated or "Essential container in task exited"
+            job["stoppedAt"] = stopped
+            job["attempts"].append(
+                {
+                    "startedAt": job.get("startedAt", stopped),
+                    "stoppedAt": stopped,
+                    "statusReason": job["statusReason"],
+                    "taskProperties": [
+                        {
+                            "taskArn": task_arn,
+                            "containers": [
+                                {
+                                    k: c[k]
+                                    for k in ("name", "exitCode", "reason", "logStreamName")
+                                    if k in c
+                                }
+                                for c in task["containers"]
+                            ],
+                        }
+                    ],
+                }
+            )
+
+        self._backend.update_job(job_id, change)
+        log.info("Local job %s finished", job_id)
+
+
+def _substitute(argument: str, parameters: dict[str, str]) -> str:
+    """Replace a ``Ref::name`` argument with the job's parameter, as Batch does in commands."""
+    if argument.startswith("Ref::") and argument[5:] in parameters:
+        return parameters[argument[5:]]
+    return argument
