@@ -174,7 +174,9 @@ class JobExecutor:
             network.close()
         self._finish(job_id, task_arn, outcomes)
 
-    def _stream_for(self, job: dict[str, Any], container: dict[str, Any], task_id: str) -> tuple:
+    def _stream_for(
+        self, job: dict[str, Any], container: dict[str, Any], task_id: str
+    ) -> tuple[str, str]:
         options = (container.get("logConfiguration") or {}).get("options") or {}
         group = options.get("awslogs-group", "/aws/batch/job")
         definition_name = job["jobDefinition"].split("/")[-1].split(":")[0]
