@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from readiness import NotReadyError, ReadinessSettings, SettingsError, wait_until_ready
 
@@ -334,6 +333,13 @@ def _manifest(payload: Payload, rows: int, sha256: str) -> bytes:
     return json.dumps(manifest, indent=2).encode() + b"\n"
 
 
+def _s3_client() -> Any:
+    # Imported here: boto3 takes half a second to import, and invalid input should fail at once.
+    import boto3
+
+    return boto3.client("s3")
+
+
 def run(argv: Sequence[str], environ: Mapping[str, str]) -> None:
     """Validate the inputs, then export; raises a PipelineError on a documented failure."""
     payload = parse_payload(argv)
@@ -352,7 +358,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> None:
         payload.bucket,
         payload.prefix,
     )
-    rows = export(payload, base_url, readiness, Bucket(boto3.client("s3"), payload))
+    rows = export(payload, base_url, readiness, Bucket(_s3_client(), payload))
     log.info("done: %d rows in %.1f s", rows, time.monotonic() - started)
 
 
