@@ -6,10 +6,13 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from airflow_sidecar_batch.local.runner import ContainerSpec, TaskRunner
 from airflow_sidecar_batch.local.sandbox import (
     NetworkSandbox,
     SandboxError,
@@ -175,6 +178,89 @@ def test_wrap_keeps_the_program_and_its_arguments(sandbox: NetworkSandbox) -> No
     assert argv[0] == "nsenter"
     assert f"--net=/proc/{sandbox.holder_pid}/ns/net" in argv
     assert argv[-4:] == ["--", "prog", "--flag", "value with spaces"]
+
+
+# A main app: serves its job's name on 127.0.0.1:8080, says it is ready through a FIFO.
+MAIN_APP = textwrap.dedent(
+    """
+    import socket, sys
+    server = socket.create_server(("127.0.0.1", 8080))
+    with open(sys.argv[1], "w") as ready:
+        ready.write("ready")
+    while True:
+        connection, _ = server.accept()
+        with connection:
+            connection.sendall(sys.argv[2].encode())
+    """
+)
+
+# A pipeline: once the app is ready, reads from the app and from the endpoint, then exits.
+PIPELINE = textwrap.dedent(
+    """
+    import socket, sys
+    open(sys.argv[1]).read()
+    for port in (8080, int(sys.argv[2])):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            print(port, connection.recv(100).decode(), flush=True)
+    """
+)
+
+
+@needs_namespaces
+def test_two_jobs_run_side_by_side_each_with_its_app_and_the_endpoint(tmp_path: Path) -> None:
+    endpoint_port = 47123
+    lines: dict[str, list[str]] = {"job-a": [], "job-b": []}
+    outcomes: dict[str, list[int | None]] = {}
+
+    def serve_endpoint(listener: socket.socket, job: str) -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(f"endpoint for {job}".encode())
+
+    def run_job(job: str, sandbox: NetworkSandbox) -> None:
+        listener = sandbox.listen(endpoint_port)
+        listener.settimeout(10)
+        threading.Thread(target=serve_endpoint, args=(listener, job), daemon=True).start()
+        fifo = tmp_path / job
+        os.mkfifo(fifo)
+        runner = TaskRunner(
+            [
+                ContainerSpec(
+                    "main-app",
+                    [sys.executable, "-c", MAIN_APP, str(fifo), f"app of {job}"],
+                    {},
+                    essential=False,
+                ),
+                ContainerSpec(
+                    "data-pipeline",
+                    [sys.executable, "-c", PIPELINE, str(fifo), str(endpoint_port)],
+                    {},
+                    depends_on=[("main-app", "START")],
+                ),
+            ],
+            on_output=lambda name, line: lines[job].append(f"{name}: {line}"),
+            wrap=sandbox.wrap,
+            stop_grace_seconds=2,
+        )
+        outcomes[job] = [outcome.exit_code for outcome in runner.run()]
+
+    with NetworkSandbox.create() as first, NetworkSandbox.create() as second:
+        threads = [
+            threading.Thread(target=run_job, args=("job-a", first)),
+            threading.Thread(target=run_job, args=("job-b", second)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert outcomes == {"job-a": [143, 0], "job-b": [143, 0]}
+    for job in ("job-a", "job-b"):
+        assert lines[job] == [
+            f"data-pipeline: 8080 app of {job}",
+            f"data-pipeline: {endpoint_port} endpoint for {job}",
+        ]
 
 
 @needs_namespaces
