@@ -54,6 +54,10 @@ class SidecarBatchHook(AwsBaseHook):
         """Register a revision and return its ARN."""
         return self.conn.register_job_definition(**request)["jobDefinitionArn"]
 
+    def deregister_job_definition(self, arn: str) -> None:
+        """Deregister one revision; ensure does this only to a duplicate it has just made."""
+        self.conn.deregister_job_definition(jobDefinition=arn)
+
     def submit_job(self, request: dict[str, Any]) -> dict[str, Any]:
         """Submit a job; return Batch's answer (``jobId``, ``jobName``, ``jobArn``)."""
         return self.conn.submit_job(**request)

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from airflow_sidecar_batch.compiler import CompiledDefinition, compile_job_definition
 from airflow_sidecar_batch.exceptions import JobDefinitionError
+from airflow_sidecar_batch.validation import validate_job_definition
 
 if TYPE_CHECKING:
     from airflow_sidecar_batch.hooks import SidecarBatchHook
@@ -130,18 +132,111 @@ def _canonical(definition: dict[str, Any]) -> dict[str, Any]:
 def ensure_job_definition(hook: SidecarBatchHook, definition: Mapping[str, Any]) -> str:
     """Return the ARN of an ACTIVE revision with this content, registering one if none has.
 
+    Safe to call from many workers at once: when several register the same new content, each
+    looks again after registering, and every one but the oldest revision's author deregisters
+    the revision it has just made and returns the oldest. No other revision is ever deregistered.
+
     :param hook: the Batch hook to call.
     :param definition: a RegisterJobDefinition request.
     """
     name = definition["jobDefinitionName"]
     digest = fingerprint(definition)
-    for revision in hook.describe_active_job_definitions(name):
-        if (revision.get("tags") or {}).get(FINGERPRINT_TAG) == digest:
-            log.info("Reusing job definition %s (same content)", revision["jobDefinitionArn"])
-            return revision["jobDefinitionArn"]
+    twins = _same_content(hook.describe_active_job_definitions(name), digest)
+    if twins:
+        log.info("Reusing job definition %s (same content)", twins[0]["jobDefinitionArn"])
+        return twins[0]["jobDefinitionArn"]
 
-    request = copy.deepcopy(dict(definition))
-    request["tags"] = {**(request.get("tags") or {}), FINGERPRINT_TAG: digest}
-    arn = hook.register_job_definition(request)
+    arn = hook.register_job_definition(tagged_request(definition))
+    mine = _revision_number(arn)
+    twins = _same_content(hook.describe_active_job_definitions(name), digest)
+    older = [twin for twin in twins if mine is None or _revision_of(twin) < mine]
+    if older and older[0]["jobDefinitionArn"] != arn:
+        hook.deregister_job_definition(arn)
+        log.info(
+            "Job definition %s was registered concurrently with the same content; "
+            "deregistered our duplicate %s",
+            older[0]["jobDefinitionArn"],
+            arn,
+        )
+        return older[0]["jobDefinitionArn"]
     log.info("Registered job definition %s", arn)
     return arn
+
+
+def refresh_job_definition(
+    hook: SidecarBatchHook, definition: Mapping[str, Any], stale_arn: str
+) -> str | None:
+    """Ensure again after SubmitJob refused ``stale_arn``; return a new ARN, or None.
+
+    A revision can be deregistered by someone else between ensure and submit. The caller that
+    gets a ``ClientException`` from SubmitJob calls this once: a returned ARN means ``stale_arn``
+    is no longer the ACTIVE revision for this content, so submit once more with the new ARN;
+    None means ``stale_arn`` is still ACTIVE, so the refusal had another cause: re-raise it.
+    No error message is parsed.
+
+    :param hook: the Batch hook to call.
+    :param definition: the same RegisterJobDefinition request the first ensure was given.
+    :param stale_arn: the ARN SubmitJob refused.
+    """
+    arn = ensure_job_definition(hook, definition)
+    return None if arn == stale_arn else arn
+
+
+def tagged_request(definition: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the RegisterJobDefinition request with its fingerprint tag, as ensure sends it.
+
+    :param definition: a RegisterJobDefinition request.
+    """
+    request = copy.deepcopy(dict(definition))
+    request["tags"] = {**(request.get("tags") or {}), FINGERPRINT_TAG: fingerprint(definition)}
+    return request
+
+
+def prepare_job_definition(source: Mapping[str, Any] | str | Path) -> CompiledDefinition:
+    """Load, compile and validate a job definition: what the operator registers.
+
+    :param source: as for :func:`load_job_definition`.
+    :raises JobDefinitionError: for a parse error, anything that cannot be converted, or every
+        problem validation finds; the message names the file when there is one.
+    """
+    raw = load_job_definition(source)
+    try:
+        compiled = compile_job_definition(raw)
+        validate_job_definition(compiled.request)
+    except JobDefinitionError as err:
+        if err.source is None and _file_name(source):
+            raise JobDefinitionError(err.problems, source=_file_name(source)) from err
+        raise
+    return compiled
+
+
+def _same_content(revisions: list[dict[str, Any]], digest: str) -> list[dict[str, Any]]:
+    """Return the revisions tagged with ``digest``, oldest first: the oldest one is kept."""
+    twins = [r for r in revisions if (r.get("tags") or {}).get(FINGERPRINT_TAG) == digest]
+    return sorted(twins, key=_revision_of)
+
+
+def _revision_of(revision: Mapping[str, Any]) -> int:
+    number = revision.get("revision")
+    if isinstance(number, int):
+        return number
+    parsed = _revision_number(str(revision.get("jobDefinitionArn", "")))
+    return parsed if parsed is not None else 0
+
+
+def _revision_number(arn: str) -> int | None:
+    """Return the revision of ``arn:...:job-definition/name:3``, or None if it has none."""
+    tail = arn.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() and arn.count(":") >= 1 else None
+
+
+def _file_name(source: Mapping[str, Any] | str | Path) -> str | None:
+    if isinstance(source, Path):
+        return str(source)
+    if (
+        isinstance(source, str)
+        and "\n" not in source
+        and source.rstrip().endswith((".json", ".yaml", ".yml"))
+    ):
+        return source
+    return None
