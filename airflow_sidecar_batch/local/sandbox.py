@@ -257,6 +257,9 @@ class NetworkSandbox:
                 stderr=subprocess.PIPE,
                 pass_fds=(theirs.fileno(),),
                 cwd="/",
+                # Out of the terminal's process group: a Ctrl-C meant for the endpoint must not
+                # pull the network away from jobs while the endpoint shuts them down.
+                start_new_session=True,
             )
         except OSError as exc:
             ours.close()
