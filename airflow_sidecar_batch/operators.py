@@ -175,7 +175,7 @@ class SidecarBatchOperator(BaseOperator):
         while True:
             description = hook.describe_job(job_id)
             step = job_step(description)
-            if step.status is not seen:
+            if step.status is not seen and not step.finished:
                 self.log.info("Batch job %s is %s", job_name, step.status.value)
                 seen = step.status
             tail.track(step.log_streams)

@@ -91,13 +91,14 @@ class SidecarBatchJobTrigger(BaseTrigger):
                     return
                 job = answer["jobs"][0]
                 step = job_step(job)
-                if step.status is not seen:
+                if step.status is not seen and not step.finished:
                     self.log.info("Batch job %s is %s", self.job_name, step.status.value)
                     seen = step.status
                 tail.track(step.log_streams)
                 await adrain(tail, logs, self._emit)
                 if step.finished:
                     await self._final_drain(tail, logs, job.get("stoppedAt"))
+                    self.log.info("Batch job %s is %s", self.job_name, step.status.value)
                     yield TriggerEvent({"result": step.to_event()})
                     return
                 await asyncio.sleep(self.waiter_delay)

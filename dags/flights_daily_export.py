@@ -9,9 +9,10 @@ the local endpoint (``sidecar-batch local``) to run everything on this machine.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable
+from airflow.sdk import DAG
 
 from airflow_sidecar_batch.operators import SidecarBatchOperator
+from airflow_sidecar_batch.timetables import LocalDailyTimetable
 
 NEW_YORK = "America/New_York"
 DAY = "{{ data_interval_start.in_timezone('America/New_York').to_date_string() }}"
@@ -20,8 +21,10 @@ BUCKET = "{{ var.value.get('sidecar_batch_bucket', 'sidecar-exports') }}"
 with DAG(
     dag_id="flights_daily_export",
     description="Daily export of the 2013 NYC flights through an AWS Batch sidecar job",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=NEW_YORK),
-    start_date=pendulum.datetime(2013, 1, 1, tz=NEW_YORK),
+    schedule=LocalDailyTimetable(NEW_YORK),
+    # Midnight UTC, so `airflow dags test flights_daily_export 2013-01-01` (a UTC midnight) is
+    # not before the start; the first scheduled run still begins at New York's midnight.
+    start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
     end_date=pendulum.datetime(2013, 12, 31, tz=NEW_YORK),
     catchup=True,
     max_active_runs=4,
