@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import datetime as dt
 import functools
 import importlib.util
@@ -317,17 +318,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Serve the NYC flights of 2013. Settings come from HOST and PORT.",
     )
     parser.parse_args(argv)
-    _configure_logging()
-
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8080")
     if not port.isdigit() or int(port) > 65535:
         parser.error(f"PORT={port!r} is not a port number; set it to 0..65535 (0 picks a free one)")
+    _configure_logging()
 
+    # Installed before loading, so SIGTERM ends the program cleanly at any point. waitress's loop
+    # catches the SystemExit itself; the suppress covers a SIGTERM that comes before the loop.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    with contextlib.suppress(SystemExit):
+        _serve(host, int(port))
+    log.info("stopped")
+    return 0
+
+
+def _serve(host: str, port: int) -> None:
     started = time.perf_counter()
     table = load_flights(flights_csv_path())
-    server = create_server(create_app(table), host=host, port=int(port))
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    server = create_server(create_app(table), host=host, port=port)
     log.info(
         "serving %d flights on http://%s:%s (ready in %.1f s)",
         len(table),
@@ -336,8 +345,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.perf_counter() - started,
     )
     server.run()
-    log.info("stopped")
-    return 0
 
 
 if __name__ == "__main__":
