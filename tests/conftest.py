@@ -61,8 +61,8 @@ def start_endpoint(log: Path, *extra: str) -> Endpoint:
         "sidecar-exports",
         *extra,
     ]
-    handle = log.open("w")
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 30
     while True:
         try:
