@@ -43,8 +43,9 @@ READINESS_ENV = {
     "startPeriod": "SIDECAR_READY_START_PERIOD_SECONDS",
     "timeout": "SIDECAR_READY_TIMEOUT_SECONDS",
 }
-#: What ECS assumes when a health check leaves a setting out.
+#: What ECS assumes when a health check leaves a setting out, and the least the wait accepts.
 _HEALTH_DEFAULTS = {"interval": 30, "retries": 3, "startPeriod": 0, "timeout": 5}
+_HEALTH_MINIMUMS = {"interval": 0, "retries": 1, "startPeriod": 0, "timeout": 1}
 _HTTP_TOOLS = ("curl", "wget")
 _SHELLS = ("sh", "bash", "ash", "dash")
 _SHELL_OPERATORS = ("||", "&&", ";", "|")
@@ -235,11 +236,11 @@ def _readiness(health: Any, path: str, refusals: list[str]) -> dict[str, str] | 
         value = health.get(field, default)
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int) or value < _HEALTH_MINIMUMS[field]:
+            unit = "retries" if field == "retries" else "seconds"
             refusals.append(
-                f"{path}.{field}: must be a whole number of "
-                f"{'retries' if field == 'retries' else 'seconds'} (found {_short(value)}); "
-                f"write e.g. {default or 5}"
+                f"{path}.{field}: must be a whole number of {unit}, at least "
+                f"{_HEALTH_MINIMUMS[field]} (found {_short(value)}); write e.g. {default}"
             )
             return None
         settings[field] = str(value)
@@ -387,6 +388,8 @@ def _shares(
             f"{len(containers)} containers); make them agree, or remove the task's {field}"
         )
         return None
+    if not lacking:
+        return {}
     steps = _VCPU_STEPS if kind == "VCPU" else _MEMORY_STEPS
     split = _split(remainder, len(lacking), steps)
     if split is None:
@@ -400,14 +403,20 @@ def _shares(
 
 
 def _split(total: Decimal, count: int, steps: tuple[Decimal, ...]) -> list[Decimal] | None:
-    """Split ``total`` into ``count`` near-equal shares in the coarsest step that divides it."""
+    """Split ``total`` into ``count`` shares, each a multiple of one of ``steps``.
+
+    Equal shares in the coarsest step win; failing that, near-equal shares in the coarsest step
+    that divides the total, the first containers taking the odd steps.
+    """
     if count == 1:
         return [total]
+    for step in steps:
+        if total % (step * count) == 0:
+            return [total / count] * count
     for step in steps:
         chunks = total / step
         if chunks == int(chunks) and chunks >= count:
             base, extra = divmod(int(chunks), count)
-            # The first containers get the odd chunks: a stable, documented order.
             return [(base + (1 if k < extra else 0)) * step for k in range(count)]
     return None
 
