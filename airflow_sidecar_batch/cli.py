@@ -53,6 +53,8 @@ def _serve(args: argparse.Namespace) -> int:
     from airflow_sidecar_batch.local.server import LocalEndpoint
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # One line per request is noise next to the job lines; errors still show.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     from_env = [Path(p) for p in os.environ.get(IMAGES_ENV, "").split(os.pathsep) if p]
     endpoint = LocalEndpoint(
         port=args.port,

@@ -6,12 +6,10 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from tests.support import BIN
 
 
 @pytest.mark.e2e

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_sidecar_batch.local.runner import ContainerOutcome, ContainerSpec, TaskRunner
-
 from airflow_sidecar_batch.local.backend import BatchBackend, now_ms
 from airflow_sidecar_batch.local.images import ImageMap, argv_for
 from airflow_sidecar_batch.local.logsink import LogSink
+from airflow_sidecar_batch.local.runner import ContainerOutcome, ContainerSpec, TaskRunner
 from airflow_sidecar_batch.local.sandbox import NetworkSandbox, SharedHostNetwork
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,6 @@ class JobExecutor:
         # fight over one port, so jobs then run one at a time.
         self.max_jobs = max_jobs if self.isolated else 1
         self.stop_grace_seconds = stop_grace_seconds
-        self._slots = threading.Semaphore(self.max_jobs)
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self._wakeup = threading.Condition(self._lock)
@@ -108,9 +106,6 @@ class JobExecutor:
             self._finish_unstarted(job_id)
             return
         try:
-            with self._lock:
-                self._active += 1
-                self.peak_jobs = max(self.peak_jobs, self._active)
             self._run_attempt(job)
         except Exception as error:
             log.exception("Local job %s broke", job_id)
@@ -121,21 +116,21 @@ class JobExecutor:
                 stoppedAt=now_ms(),
             )
         finally:
-            with self._lock:
+            with self._wakeup:
                 self._active -= 1
                 self._running.pop(job_id, None)
-            self._slots.release()
+                self._wakeup.notify_all()
 
     def _wait_for_slot(self, job_id: str) -> bool:
-        while not self._slots.acquire(timeout=0.2):
-            with self._lock:
-                if self._running[job_id].terminated:
-                    return False
-        with self._lock:
-            if self._running[job_id].terminated:
-                self._slots.release()
-                return False
-        return True
+        """Wait in RUNNABLE until a slot frees; False when the job is terminated meanwhile."""
+        with self._wakeup:
+            while not self._running[job_id].terminated:
+                if self._active < self.max_jobs:
+                    self._active += 1
+                    self.peak_jobs = max(self.peak_jobs, self._active)
+                    return True
+                self._wakeup.wait()
+        return False
 
     def _finish_unstarted(self, job_id: str) -> None:
         with self._lock:
@@ -149,10 +144,11 @@ class JobExecutor:
         self._update(job_id, status="STARTING")
 
         network = NetworkSandbox.create() if self.isolated else SharedHostNetwork()
-        stop_serving = (
-            self.serve_inside(network.listen(self.endpoint_port)) if self.isolated else None
-        )
+        stop_serving = None
         try:
+            sock = network.listen(self.endpoint_port)
+            if sock is not None:
+                stop_serving = self.serve_inside(sock)
             containers = job["ecsProperties"]["taskProperties"][0]["containers"]
             streams = {c["name"]: self._stream_for(job, c, task_id) for c in containers}
             runner = TaskRunner(
