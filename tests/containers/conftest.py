@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import re
@@ -14,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,6 +28,21 @@ PIPELINE = CONTAINERS / "data-pipeline" / "pipeline.py"
 
 START_TIMEOUT_SECONDS = 60
 LISTENING = re.compile(r"^main-app: serving (\d+) flights on (http://\S+)")
+
+
+@functools.cache
+def load_readiness() -> ModuleType:
+    """Import the pipeline image's readiness helper, which ships as a loose file, by its path."""
+    # A name of its own, registered in sys.modules, where dataclasses look their module up.
+    name = "data_pipeline_readiness"
+    spec = importlib.util.spec_from_file_location(
+        name, CONTAINERS / "data-pipeline" / "readiness.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass

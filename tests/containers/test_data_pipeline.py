@@ -275,7 +275,7 @@ class BrokenFlights(BaseHTTPRequestHandler):
 @pytest.fixture
 def broken_app_url() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), BrokenFlights)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
