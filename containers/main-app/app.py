@@ -26,6 +26,7 @@ import datetime as dt
 import functools
 import importlib.util
 import logging
+import math
 import operator
 import os
 import signal
@@ -69,6 +70,8 @@ INT_COLUMNS = frozenset(
     }
 )
 MISSING = ("NA", "")
+# The columns the sort key is built from, in key order (time_hour + minute make the instant).
+SORT_COLUMNS = ("time_hour", "minute", "carrier", "flight", "origin", "dest")
 
 
 class BadParameterError(ValueError):
@@ -152,10 +155,6 @@ def load_flights(path: Path) -> FlightTable:
     return _index_origins(columns, table_lines, instants, [key[3] for key in keyed])
 
 
-# The sort key is built from these columns, in this order.
-SORT_COLUMNS = ("time_hour", "minute", "carrier", "flight", "origin", "dest")
-
-
 def _sort_key(values: tuple[str, ...], line: str) -> tuple[int, str, int, str, str, str]:
     time_hour, minute, carrier, flight, origin, dest = values
     instant = _hour_epoch(time_hour) + 60 * int(minute)
@@ -199,9 +198,8 @@ def parse_instant(name: str, value: str | None) -> int:
         raise BadParameterError(
             f"{name}: {value!r} has no UTC offset; send an instant with an offset or Z, {example}"
         )
-    # Departures fall on whole minutes, so [start, end) bounds compare against whole seconds.
-    timestamp = parsed.timestamp()
-    return int(timestamp) + (timestamp > int(timestamp))
+    # Departures fall on whole minutes, so rounding a fractional bound up keeps [start, end) exact.
+    return math.ceil(parsed.timestamp())
 
 
 def parse_int(name: str, value: str | None, default: int, low: int, high: int) -> int:
