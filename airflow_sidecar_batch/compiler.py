@@ -203,10 +203,9 @@ def _convert_health_checks(
     for index, container in enumerate(containers):
         if "healthCheck" in container:
             container.pop("healthCheck")
-            name = container.get("name")
             reason = (
                 "its URL now drives the readiness wait of the containers that depended on it"
-                if name in readiness
+                if _label(container, index) in readiness
                 else "no container waited for it"
             )
             conversions.append(

@@ -65,6 +65,7 @@ _CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _INVALID_NAME_RUN = re.compile(r"[^A-Za-z0-9_-]+")
 _REF = re.compile(r"Ref::([A-Za-z0-9_-]+)")
 _FARGATE_LOG_DRIVERS = ("awslogs", "splunk", "awsfirelens")
+_RESOURCE_TYPES = ("VCPU", "MEMORY", "GPU")
 
 #: ECS task-definition fields people copy into Batch requests, and what Batch wants instead.
 _ECS_HINTS = {
@@ -277,7 +278,7 @@ def _top_level_rules(request: Mapping[str, Any]) -> Iterator[str]:
         )
 
     kinds = [
-        key for key in ("containerProperties", "ecsProperties", "eksProperties") if key in request
+        key for key in ("ecsProperties", "containerProperties", "eksProperties") if key in request
     ]
     job_type = request.get("type")
     fargate = _is_fargate(request)
@@ -292,6 +293,12 @@ def _top_level_rules(request: Mapping[str, Any]) -> Iterator[str]:
         yield (
             f"{kinds[0]}: a multinode job puts it under nodeProperties.nodeRangeProperties[] "
             f"(found it at the top level); use type container for a single-node job"
+        )
+    tasks = _dict(request.get("ecsProperties")).get("taskProperties")
+    if job_type == "container" and isinstance(tasks, list) and len(tasks) != 1:
+        yield (
+            f"ecsProperties.taskProperties: a single-node job has exactly one task (found "
+            f"{len(tasks) or 'none'}); put every container in taskProperties[0].containers"
         )
     if job_type == "multinode" and fargate:
         yield (
@@ -347,7 +354,11 @@ def _task_rules(task: dict, path: str, request: Mapping[str, Any]) -> Iterator[s
     yield from _name_rules(containers, path)
     # An omitted essential is true: Batch's default.
     flags = [c.get("essential", True) is not False for _, c in containers]
-    essential = {_name(c): flag for (_, c), flag in zip(containers, flags, strict=True)}
+    essential = {
+        name: flag
+        for (_, c), flag in zip(containers, flags, strict=True)
+        if (name := _name(c)) is not None
+    }
     if containers and not any(flags):
         yield (
             f"{path}.containers: no essential container (found essential: false on all "
@@ -362,7 +373,7 @@ def _task_rules(task: dict, path: str, request: Mapping[str, Any]) -> Iterator[s
                     f"{path}.containers[{index}].environment[{position}].name: the AWS_BATCH "
                     f"prefix is reserved for Batch (found {name!r}); rename the variable"
                 )
-    if request.get("type", "container") == "container" and _is_fargate(request):
+    if request.get("type") != "multinode" and _is_fargate(request):
         yield from _fargate_rules(task, containers, path)
 
 
@@ -393,7 +404,7 @@ def _name_rules(containers: list[tuple[int, dict]], path: str) -> Iterator[str]:
 def _dependency_rules(
     containers: list[tuple[int, dict]], path: str, essential: dict[Any, bool]
 ) -> Iterator[str]:
-    names = {_name(c) for _, c in containers}
+    names = {name for _, c in containers if (name := _name(c)) is not None}
     edges: dict[str, list[tuple[str, str]]] = {}
     for index, container in containers:
         for position, dependency in enumerate(_list(container.get("dependsOn"))):
@@ -407,7 +418,7 @@ def _dependency_rules(
                     "name the container to wait for"
                 )
             elif isinstance(target, str) and target not in names:
-                known = ", ".join(sorted(str(n) for n in names if n is not None))
+                known = ", ".join(sorted(names))
                 yield (
                     f"{where}.containerName: no container of that name (found {target!r}); "
                     f"use one of {known}"
@@ -427,7 +438,7 @@ def _dependency_rules(
                     f"{where}.condition: not a Batch condition (found {condition!r}); "
                     "use START, COMPLETE or SUCCESS"
                 )
-            elif condition in ("COMPLETE", "SUCCESS") and essential.get(target):
+            elif condition in ("COMPLETE", "SUCCESS") and essential.get(str(target)):
                 yield (
                     f"{where}.condition: {condition} cannot target an essential container "
                     f"(found {target!r}, essential); mark {target} essential: false or use START"
@@ -510,7 +521,9 @@ def _requirement_rules(container: dict, where: str) -> Generator[str, None, dict
     """Yield problems of one container's requirements; return the parsed VCPU and MEMORY."""
     found: dict[str, Decimal] = {}
     requirements = container.get("resourceRequirements")
-    declared = {_dict(r).get("type") for r in _list(requirements)}
+    declared = {
+        kind for r in _list(requirements) if (kind := _dict(r).get("type")) in _RESOURCE_TYPES
+    }
     for position, requirement in enumerate(_list(requirements)):
         kind, raw = _dict(requirement).get("type"), _dict(requirement).get("value")
         at = f"{where}.resourceRequirements[{position}]"
@@ -531,7 +544,7 @@ def _requirement_rules(container: dict, where: str) -> Generator[str, None, dict
                 found[kind] = amount
     missing = [kind for kind in ("VCPU", "MEMORY") if kind not in declared]
     if missing and (isinstance(requirements, list) or requirements is None):
-        already = ", ".join(sorted(str(kind) for kind in declared)) or "none"
+        already = ", ".join(sorted(declared)) or "none"
         example = ", ".join(
             f'{{"type": "{kind}", "value": "{"0.5" if kind == "VCPU" else "1024"}"}}'
             for kind in missing
@@ -627,7 +640,7 @@ def check_overrides(
                 f"{type(overrides).__name__}); write {{'data-pipeline': {{'command': [...]}}}}"
             ]
         )
-    known = [str(_name(c)) for _, c in _containers(definition_request) if _name(c) is not None]
+    known = [name for _, c in _containers(definition_request) if (name := _name(c)) is not None]
     problems: list[str] = []
     entries: list[dict[str, Any]] = []
     for name, fields in overrides.items():
@@ -741,8 +754,9 @@ def _override_size_rule(
         merged = {
             _dict(r).get("type"): _dict(r).get("value")
             for r in _list(container.get("resourceRequirements"))
+            if _dict(r).get("type") in ("VCPU", "MEMORY")
         }
-        override = by_name.get(container.get("name"), {})
+        override = by_name.get(_name(container), {})
         merged.update({r["type"]: r["value"] for r in override.get("resourceRequirements", [])})
         for kind, amounts in totals.items():
             amount = _amount(merged.get(kind))
@@ -787,7 +801,7 @@ def check_parameters(
         if isinstance(entry, Mapping) and "command" in entry
     }
     for path, container in _containers(definition_request):
-        container_name = container.get("name")
+        container_name = _name(container)
         command = commands.get(container_name, container.get("command"))
         for token in _list(command):
             for ref in _REF.findall(token) if isinstance(token, str) else ():
@@ -848,8 +862,10 @@ def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
-def _name(container: dict) -> Any:
-    return container.get("name")
+def _name(container: dict) -> str | None:
+    """Return the container's name when it is a usable one (a non-empty string)."""
+    name = container.get("name")
+    return name if isinstance(name, str) and name else None
 
 
 def _tasks(request: Mapping[str, Any]) -> list[dict]:
