@@ -42,7 +42,8 @@ with DAG(
             },
             "output_uri": f"s3://{BUCKET}/flights/date={DAY}/",
         },
-        container_overrides={"main-app": {"environment": {"LOG_LEVEL": "info"}}},
+        # Give the app longer to load on a busy machine: 90 readiness attempts a second apart.
+        container_overrides={"data-pipeline": {"environment": {"SIDECAR_READY_RETRIES": "90"}}},
         output_location=f"s3://{BUCKET}/flights/date={DAY}/",
         aws_conn_id="sidecar_batch",
         waiter_delay=2,
