@@ -62,7 +62,13 @@ class LogTail:
         return {key: c.token for key, c in self._cursors.items() if c.token is not None}
 
     def steps(self, emit: Emit) -> _Steps:
-        """Yield the requests that read every stream to its current end, emitting each event."""
+        """Yield the requests that read every stream to its current end, then emit the events.
+
+        The events of one round are emitted by timestamp across streams, so the containers'
+        lines interleave as they were printed; the sort is stable, so each stream keeps its
+        own order.
+        """
+        read: list[tuple[int, LogStream, str]] = []
         for cursor in list(self._cursors.values()):
             while True:
                 request: dict[str, Any] = {
@@ -78,11 +84,13 @@ class LogTail:
                     break
                 for event in answer.get("events", []):
                     cursor.events += 1
-                    emit(cursor.stream, event["message"].rstrip("\n"))
+                    read.append((event["timestamp"], cursor.stream, event["message"].rstrip("\n")))
                 token = answer.get("nextForwardToken")
                 if token is None or token == cursor.token:
                     break
                 cursor.token = token
+        for _, stream, message in sorted(read, key=lambda event: event[0]):
+            emit(stream, message)
 
 
 def _report(stream: LogStream, error: ClientError) -> None:

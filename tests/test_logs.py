@@ -100,3 +100,31 @@ def test_async_drain_reads_the_same_lines():
     # The throttled page is read again next round, from the last good token.
     assert lines == ["one"]
     assert tail.tokens() == {"/aws/batch/job:flights/data-pipeline/t1": "f1"}
+
+
+def test_a_round_interleaves_streams_by_timestamp_keeping_each_streams_order():
+    client = boto3.client("logs", region_name="us-east-1")
+    app = LogStream("main-app", "/aws/batch/job", "flights/main-app/t1")
+    lines = []
+    tail = LogTail()
+    tail.track([app, STREAM])
+
+    def page(events, token):
+        return {
+            "events": [{"timestamp": t, "message": m, "ingestionTime": t} for t, m in events],
+            "nextForwardToken": token,
+            "nextBackwardToken": "b",
+        }
+
+    app_request = {"logGroupName": app.group, "logStreamName": app.name, "startFromHead": True}
+    with Stubber(client) as stub:
+        stub.add_response("get_log_events", page([(1, "a1"), (5, "a2")], "fa"), app_request)
+        stub.add_response("get_log_events", page([], "fa"), {**app_request, "nextToken": "fa"})
+        stub.add_response(
+            "get_log_events", page([(3, "p1"), (5, "p2"), (5, "p3")], "fp"), _request()
+        )
+        stub.add_response("get_log_events", page([], "fp"), _request("fp"))
+
+        drain(tail, client, lambda stream, message: lines.append(message))
+
+    assert lines == ["a1", "p1", "a2", "p2", "p3"]
