@@ -512,7 +512,8 @@ def mutated_definitions(draw: st.DrawFn) -> dict[str, Any]:
         elif op == "duplicate" and isinstance(node, list) and node:
             node.append(copy.deepcopy(node[0]))
         elif op == "empty" and path:
-            _node(document, path[:-1])[path[-1]] = type(node)() if node is not None else ""
+            empty = type(node)() if isinstance(node, (dict, list, str)) else ""
+            _node(document, path[:-1])[path[-1]] = empty
     return document
 
 
