@@ -365,7 +365,7 @@ def test_every_field_of_botocores_model_is_known():
 
 def test_not_a_mapping_is_refused():
     with pytest.raises(JobDefinitionError, match=r"\(request\): must be a mapping"):
-        validate_job_definition(["not", "a", "definition"])  # type: ignore[arg-type]
+        validate_job_definition(["not", "a", "definition"])
 
 
 def test_ec2_definition_is_not_held_to_fargate_rules():
@@ -755,7 +755,7 @@ def test_missing_parameter_is_refused():
 
 def test_parameter_values_must_be_serialized_once():
     with pytest.raises(SubmitRequestError, match=r"json.dumps\(payload\), never str\(payload\)"):
-        check_parameters(valid_definition(), {"EVENT_JSON": {"date": "2024-01-01"}})  # type: ignore[dict-item]
+        check_parameters(valid_definition(), {"EVENT_JSON": {"date": "2024-01-01"}})
 
 
 def test_override_command_replaces_the_definitions_refs():
