@@ -121,11 +121,11 @@ def _move_platform_version(
             f"{task['platformVersion']!r}); keep only platformVersion"
         )
         return
-    _rename_key(task, "fargatePlatformConfiguration", "platformVersion", version)
     if version is None:
-        task.pop("platformVersion")
+        task.pop("fargatePlatformConfiguration")
         conversions.append(f"{path}.fargatePlatformConfiguration dropped: it was empty")
         return
+    _rename_key(task, "fargatePlatformConfiguration", "platformVersion", version)
     conversions.append(
         f"{where} ({version}) moved to {path}.platformVersion: Batch's name for the same setting"
     )
@@ -139,10 +139,11 @@ def _drop_port_mappings(task: dict, path: str, conversions: list[str]) -> None:
                 for mapping in _list(container.pop("portMappings"))
                 if _dict(mapping).get("containerPort") is not None
             ]
-            reach = f" on localhost:{', '.join(ports)}" if ports else " on localhost"
+            reach = ", ".join(f"localhost:{port}" for port in ports) or "localhost"
             conversions.append(
                 f"{path}.containers[{index}].portMappings dropped: the containers share the "
-                f"task's network namespace, so the others reach {_label(container, index)}{reach}"
+                f"task's network namespace, so the others reach {_label(container, index)} "
+                f"on {reach}"
             )
 
 

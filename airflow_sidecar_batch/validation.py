@@ -257,11 +257,11 @@ def _check_scalar(value: Any, shape: Any, path: str, problems: list[str]) -> Non
 
 def _check_bounds(path: str, size: int, metadata: dict, unit: str, problems: list[str]) -> None:
     low, high = metadata.get("min"), metadata.get("max")
-    what = f"{size} {unit}".strip()
+    found = f"{size} {unit}".rstrip()
     if low is not None and size < low:
-        problems.append(f"{path}: too small (found {what}); the minimum is {low} {unit}".rstrip())
+        problems.append(f"{path}: too small (found {found}); Batch requires at least {low}")
     if high is not None and size > high:
-        problems.append(f"{path}: too large (found {what}); the maximum is {high} {unit}".rstrip())
+        problems.append(f"{path}: too large (found {found}); Batch accepts at most {high}")
 
 
 def _wrong_type(path: str, value: Any, expected: str, fix: str) -> str:

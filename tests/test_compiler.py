@@ -345,6 +345,26 @@ def test_sizes_and_versions_that_are_refused(task, match):
         compile_job_definition(ecs_definition(**task))
 
 
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ({"fargatePlatformConfiguration": {}, "platformVersion": "1.4.0"}, "1.4.0"),
+        ({"fargatePlatformConfiguration": {"platformVersion": "LATEST"}}, "LATEST"),
+        ({"fargatePlatformConfiguration": {}}, None),
+    ],
+    ids=["empty-next-to-own", "moved", "empty-alone"],
+)
+def test_platform_version_moves_without_losing_an_explicit_one(task, expected):
+    raw = ecs_definition(**task)
+    del raw["ecsProperties"]["taskProperties"][0]["fargatePlatformConfiguration"]
+    raw["ecsProperties"]["taskProperties"][0].update(task)
+
+    result = compile_job_definition(raw).request["ecsProperties"]["taskProperties"][0]
+
+    assert "fargatePlatformConfiguration" not in result
+    assert result.get("platformVersion") == expected
+
+
 def test_own_requirements_that_disagree_with_the_task_are_refused():
     raw = ecs_definition()
     for container in containers(raw):

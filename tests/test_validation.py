@@ -304,7 +304,7 @@ INVALID = [
     ),
     ([("set", ("tags",), {f"t{i}": "v" for i in range(50)})], "tags", "at most 49 tags"),
     ([("set", ("tags",), {"aws:owner": "me"})], 'tags["aws:owner"]', "reserved"),
-    ([("set", ("tags",), {"k" * 129: "v"})], "tags key", "the maximum is 128 characters"),
+    ([("set", ("tags",), {"k" * 129: "v"})], "tags key", "Batch accepts at most 128"),
     ([("set", (*C1, "command"), ["x" * 25000])], "(request)", r"found \d+ bytes.*24576"),
 ]
 
