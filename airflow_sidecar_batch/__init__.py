@@ -31,5 +31,8 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_sidecar_batch.triggers"],
             }
         ],
-        "extra-links": ["airflow_sidecar_batch.links.BatchJobLink"],
+        "extra-links": [
+            "airflow_sidecar_batch.links.FirstContainerLogsLink",
+            "airflow_sidecar_batch.links.SecondContainerLogsLink",
+        ],
     }

@@ -62,6 +62,21 @@ class SidecarBatchHook(AwsBaseHook):
         """Submit a job; return Batch's answer (``jobId``, ``jobName``, ``jobArn``)."""
         return self.conn.submit_job(**request)
 
+    def list_job_ids(self, job_queue: str, job_name: str) -> list[str]:
+        """Return the ids of the jobs called ``job_name`` in ``job_queue``, in any state."""
+        paginator = self.conn.get_paginator("list_jobs")
+        pages = paginator.paginate(
+            jobQueue=job_queue, filters=[{"name": "JOB_NAME", "values": [job_name]}]
+        )
+        return [job["jobId"] for page in pages for job in page["jobSummaryList"]]
+
+    def describe_jobs(self, job_ids: list[str]) -> list[dict[str, Any]]:
+        """Describe jobs, 100 ids per call as Batch allows."""
+        jobs: list[dict[str, Any]] = []
+        for start in range(0, len(job_ids), 100):
+            jobs.extend(self.conn.describe_jobs(jobs=job_ids[start : start + 100])["jobs"])
+        return jobs
+
     def describe_job(self, job_id: str) -> dict[str, Any]:
         """Return the description of one job."""
         jobs = self.conn.describe_jobs(jobs=[job_id])["jobs"]

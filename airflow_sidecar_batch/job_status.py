@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
+#: Exit codes of a program stopped by its container engine: none yet, clean, SIGTERM, SIGKILL.
+_STOP_CODES = (None, 0, 143, 137)
+
 #: Where the awslogs driver writes when a container names no group.
 DEFAULT_LOG_GROUP = "/aws/batch/job"
 
@@ -69,20 +72,26 @@ class JobStep:
     def succeeded(self) -> bool:
         return self.status is JobStatus.SUCCEEDED
 
-    def failure_message(self) -> str:
-        """Say why the job failed: its status reason, then each container, essential first."""
+    def failure_message(self, last_lines: dict[str, list[str]] | None = None) -> str:
+        """Say why the job failed: its status reason, each container, then the last lines.
+
+        The essential containers come first. A non-essential container that was stopped because
+        an essential one ended is reported as the normal stop it is, not as a failure.
+
+        :param last_lines: the last lines each container printed, by container name.
+        """
         lines = [f"Batch job {self.job_name} ({self.job_id}) {self.status.value}"]
         if self.status_reason:
             lines[0] += f": {self.status_reason}"
+        essential_ended = any(c.essential and c.exit_code is not None for c in self.containers)
         for container in sorted(self.containers, key=lambda c: not c.essential):
-            role = "essential" if container.essential else "non-essential"
-            code = (
-                "no exit code"
-                if container.exit_code is None
-                else f"exit code {container.exit_code}"
-            )
-            reason = f" ({container.reason})" if container.reason else ""
-            lines.append(f"  {container.name} [{role}]: {code}{reason}")
+            lines.append(f"  {container.name}: {_describe(container, essential_ended)}")
+        failing = [c for c in self.containers if c.essential and c.exit_code != 0]
+        for container in failing:
+            recent = (last_lines or {}).get(container.name)
+            if recent:
+                lines.append(f"Last lines of {container.name}:")
+                lines.extend(f"    {line}" for line in recent)
         return "\n".join(lines)
 
     def to_event(self) -> dict[str, Any]:
@@ -148,6 +157,15 @@ def job_step(job: dict[str, Any]) -> JobStep:
         ),
         log_streams=tuple(streams.values()),
     )
+
+
+def _describe(container: ContainerReport, essential_ended: bool) -> str:
+    role = "essential" if container.essential else "non-essential"
+    if not container.essential and essential_ended and container.exit_code in _STOP_CODES:
+        return f"{role}, stopped with the task when the essential container ended (normal)"
+    code = "no exit code" if container.exit_code is None else f"exit code {container.exit_code}"
+    reason = f" ({container.reason})" if container.reason else ""
+    return f"{role}, {code}{reason}"
 
 
 def _log_settings(container: dict[str, Any]) -> tuple[str, str | None]:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_sidecar_batch.job_status import LogStream
 
@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 #: Called with the stream and the message of each new event, in order.
 Emit = Callable[[LogStream, str], None]
 
+#: What reading a page can fail with; reading logs never decides the job's outcome.
+_ReadError = (ClientError, BotoCoreError)
+
 # A generator that yields GetLogEvents requests and is sent their answers (or the error).
-_Steps = Generator[dict[str, Any], "dict[str, Any] | ClientError", None]
+_Steps = Generator[dict[str, Any], "dict[str, Any] | Exception", None]
 
 
 @dataclass
@@ -57,19 +60,27 @@ class LogTail:
                 self._cursors[key] = _Cursor(stream, token=self._saved.get(key))
                 log.debug("Following log stream %s of container %s", stream.name, stream.container)
 
+    def regions(self) -> set[str | None]:
+        """Return the Regions of the tracked streams (None: the connection's Region)."""
+        return {cursor.stream.region for cursor in self._cursors.values()}
+
     def tokens(self) -> dict[str, str]:
         """Return each stream's position, JSON-native, for a later :class:`LogTail`."""
         return {key: c.token for key, c in self._cursors.items() if c.token is not None}
 
-    def steps(self, emit: Emit) -> _Steps:
+    def steps(self, emit: Emit, region: str | None = None) -> _Steps:
         """Yield the requests that read every stream to its current end, then emit the events.
 
         The events of one round are emitted by timestamp across streams, so the containers'
         lines interleave as they were printed; the sort is stable, so each stream keeps its
         own order.
+
+        :param emit: called with each event's stream and message.
+        :param region: read only the streams of this Region (None: the connection's).
         """
         read: list[tuple[int, LogStream, str]] = []
-        for cursor in list(self._cursors.values()):
+        cursors = [c for c in self._cursors.values() if c.stream.region == region]
+        for cursor in cursors:
             while True:
                 request: dict[str, Any] = {
                     "logGroupName": cursor.stream.group,
@@ -79,7 +90,7 @@ class LogTail:
                 if cursor.token is not None:
                     request["nextToken"] = cursor.token
                 answer = yield request
-                if isinstance(answer, ClientError):
+                if isinstance(answer, Exception):
                     _report(cursor.stream, answer)
                     break
                 for event in answer.get("events", []):
@@ -93,8 +104,12 @@ class LogTail:
             emit(stream, message)
 
 
-def _report(stream: LogStream, error: ClientError) -> None:
-    code = error.response.get("Error", {}).get("Code")
+def _report(stream: LogStream, error: Exception) -> None:
+    code = (
+        error.response.get("Error", {}).get("Code")
+        if isinstance(error, ClientError)
+        else type(error).__name__
+    )
     if code == "ResourceNotFoundException":
         # The awslogs driver creates the stream with the first line; until then there is none.
         log.debug("Log stream %s does not exist yet", stream.name)
@@ -103,32 +118,32 @@ def _report(stream: LogStream, error: ClientError) -> None:
         log.warning("Could not read log stream %s of %s: %s", stream.name, stream.container, code)
 
 
-def drain(tail: LogTail, client: Any, emit: Emit) -> None:
-    """Read every tracked stream to its end with a synchronous ``logs`` client."""
-    steps = tail.steps(emit)
+def drain(tail: LogTail, client: Any, emit: Emit, region: str | None = None) -> None:
+    """Read every tracked stream of ``region`` to its end with a synchronous ``logs`` client."""
+    steps = tail.steps(emit, region)
     request = next(steps, None)
     while request is not None:
         try:
-            answer: dict[str, Any] | ClientError = client.get_log_events(**request)
-        except ClientError as error:
+            answer: dict[str, Any] | Exception = client.get_log_events(**request)
+        except _ReadError as error:
             answer = error
         request = _send(steps, answer)
 
 
-async def adrain(tail: LogTail, client: Any, emit: Emit) -> None:
-    """Read every tracked stream to its end with an aiobotocore ``logs`` client."""
-    steps = tail.steps(emit)
+async def adrain(tail: LogTail, client: Any, emit: Emit, region: str | None = None) -> None:
+    """Read every tracked stream of ``region`` to its end with an aiobotocore ``logs`` client."""
+    steps = tail.steps(emit, region)
     request = next(steps, None)
     while request is not None:
         call: Awaitable[dict[str, Any]] = client.get_log_events(**request)
         try:
-            answer: dict[str, Any] | ClientError = await call
-        except ClientError as error:
+            answer: dict[str, Any] | Exception = await call
+        except _ReadError as error:
             answer = error
         request = _send(steps, answer)
 
 
-def _send(steps: _Steps, answer: dict[str, Any] | ClientError) -> dict[str, Any] | None:
+def _send(steps: _Steps, answer: dict[str, Any] | Exception) -> dict[str, Any] | None:
     try:
         return steps.send(answer)
     except StopIteration:

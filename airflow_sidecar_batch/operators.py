@@ -1,22 +1,31 @@
-"""The operator: register the job definition if missing, submit, wait, report."""
+"""The operator: register the job definition if missing, submit or re-attach, wait, report."""
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
+from botocore.exceptions import ClientError
 
-from airflow_sidecar_batch.exceptions import BatchJobFailedError
+from airflow_sidecar_batch.exceptions import BatchJobFailedError, BatchJobTimeoutError
 from airflow_sidecar_batch.hooks import SidecarBatchHook, SidecarLogsHook, client_settings
-from airflow_sidecar_batch.job_definition import ensure_job_definition, load_job_definition
-from airflow_sidecar_batch.job_status import JobStatus, JobStep, LogStream, job_step
+from airflow_sidecar_batch.job_definition import (
+    ensure_job_definition,
+    prepare_job_definition,
+    refresh_job_definition,
+)
+from airflow_sidecar_batch.job_identity import TaskIdentity, find_previous_job
+from airflow_sidecar_batch.job_status import JobStep, LogStream, job_step
+from airflow_sidecar_batch.links import EXTRA_LINKS, persist_job_link, persist_log_links
 from airflow_sidecar_batch.logs import LogTail, drain
 from airflow_sidecar_batch.triggers import SidecarBatchJobTrigger
+from airflow_sidecar_batch.validation import check_overrides, check_parameters, check_submit_size
 
 
 class SidecarBatchOperator(BaseOperator):
@@ -25,17 +34,21 @@ class SidecarBatchOperator(BaseOperator):
     The job definition is registered only when no ACTIVE revision has the same content. The
     payload is rendered by Jinja, serialised to JSON once and passed as the Batch parameter
     ``payload_parameter``, which the definition's commands reference as ``Ref::EVENT_JSON``.
+    Every job carries its task instance's identity in its name and tags: a retried task whose
+    job is still running attaches to it, and one whose job already succeeded succeeds.
 
     :param job_definition: the RegisterJobDefinition request: a dict, or the path of a JSON or
-        YAML file (relative paths are read from the DAG's folder); rendered by Jinja.
+        YAML file (relative paths are read from the DAG's folder); rendered by Jinja. ECS habits
+        (task-level cpu/memory, healthCheck with HEALTHY, ...) are converted, and every problem
+        is reported at once before any AWS call.
     :param job_queue: the job queue to submit to.
     :param payload: a JSON-serialisable dict handed to the job; rendered by Jinja.
     :param container_overrides: per container name, ``environment`` (a dict), ``command`` and
         ``resourceRequirements`` overrides.
     :param parameters: further Batch parameters (``Ref::name`` values).
-    :param job_name: the job's name; by default ``<dag_id>-<task_id>``.
+    :param job_name: the job's name before the identity suffix; ``<dag_id>-<task_id>`` if None.
     :param output_location: where the job writes its result; returned when it succeeds.
-    :param tags: tags for the job.
+    :param tags: tags for the job, besides the identity tags.
     :param aws_conn_id: the Airflow connection to AWS or to the local endpoint.
     :param region_name: AWS Region; the connection's when None.
     :param verify: whether and how to verify TLS certificates.
@@ -43,6 +56,8 @@ class SidecarBatchOperator(BaseOperator):
     :param deferrable: wait in the triggerer (True) or in the worker (False).
     :param waiter_delay: seconds between polls of the job.
     :param final_log_wait: seconds after the job stopped during which late log lines are awaited.
+    :param queue_timeout: how long the job may wait for capacity (SUBMITTED to STARTING) before
+        it is terminated and the task fails; None waits as long as ``execution_timeout`` allows.
     :param payload_parameter: the Batch parameter that carries the payload.
     """
 
@@ -60,6 +75,7 @@ class SidecarBatchOperator(BaseOperator):
         "payload": "json",
         "job_definition": "json",
     }
+    operator_extra_links = EXTRA_LINKS
     ui_color = "#f5a35a"
 
     def __init__(
@@ -80,6 +96,7 @@ class SidecarBatchOperator(BaseOperator):
         deferrable: bool = True,
         waiter_delay: float = 10.0,
         final_log_wait: float = 5.0,
+        queue_timeout: timedelta | None = timedelta(hours=1),
         payload_parameter: str = "EVENT_JSON",
         **kwargs: Any,
     ) -> None:
@@ -99,42 +116,63 @@ class SidecarBatchOperator(BaseOperator):
         self.deferrable = deferrable
         self.waiter_delay = waiter_delay
         self.final_log_wait = final_log_wait
+        self.queue_timeout = queue_timeout
         self.payload_parameter = payload_parameter
 
-    def _settings(self) -> dict[str, Any]:
-        return client_settings(
-            self.aws_conn_id, self.region_name, self.verify, self.botocore_config
-        )
+    def _settings(self, region_name: str | None = None) -> dict[str, Any]:
+        region = region_name or self.region_name
+        return client_settings(self.aws_conn_id, region, self.verify, self.botocore_config)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        started = time.time()
         hook = SidecarBatchHook(**self._settings())
-        definition = load_job_definition(self._definition_source(context))
-        definition_arn = ensure_job_definition(hook, definition)
+        compiled = prepare_job_definition(self._definition_source())
+        identity = TaskIdentity.from_context(context)
+        job_name = identity.job_name(self.job_name or f"{self.dag_id}-{self.task_id}")
 
-        request = self._submit_request(context, definition_arn)
-        job = hook.submit_job(request)
-        self.log.info(
-            "Submitted Batch job %s (%s) to queue %s", job["jobName"], job["jobId"], self.job_queue
-        )
+        job = find_previous_job(hook, self.job_queue, job_name, identity)
+        step = job_step(job) if job else None
+        if step is not None and step.succeeded:
+            self.log.info(
+                "Batch job %s (%s) already SUCCEEDED; not submitting again", job_name, step.job_id
+            )
+            return self.execute_complete(
+                context, {"result": step.to_event(), "outcome": "finished"}
+            )
+        if step is not None and not step.finished:
+            self.log.info(
+                "Attaching to Batch job %s (%s), %s", job_name, step.job_id, step.status.value
+            )
+            job_id = step.job_id
+        else:
+            arn = ensure_job_definition(hook, compiled.request)
+            job_id = self._submit(hook, context, compiled.request, arn, job_name, identity)
+        persist_job_link(context, self, job_id, hook.conn_region_name, hook.conn_partition)
+
         trigger = SidecarBatchJobTrigger(
-            job_id=job["jobId"],
-            job_name=job["jobName"],
+            job_id=job_id,
+            job_name=job_name,
             aws_conn_id=self.aws_conn_id,
             region_name=self.region_name,
             verify=self.verify,
             botocore_config=self.botocore_config,
             waiter_delay=self.waiter_delay,
             final_log_wait=self.final_log_wait,
+            queue_deadline=started + self.queue_timeout.total_seconds()
+            if self.queue_timeout
+            else None,
+            run_deadline=(
+                started + self.execution_timeout.total_seconds() if self.execution_timeout else None
+            ),
+            identity=asdict(identity),
         )
         if self.deferrable:
-            self.defer(
-                trigger=trigger,
-                method_name="execute_complete",
-                timeout=self.execution_timeout,
-            )
-        return self.execute_complete(context, self._wait(hook, job["jobId"], job["jobName"]))
+            # No Airflow timeout: the trigger's own deadlines terminate the job before failing,
+            # which a trigger timeout (it runs neither on_kill nor cleanup) would not.
+            self.defer(trigger=trigger, method_name="execute_complete")
+        return self.execute_complete(context, _wait_in_worker(hook, trigger, self))
 
-    def _definition_source(self, context: Context) -> Mapping[str, Any] | str | Path:
+    def _definition_source(self) -> Mapping[str, Any] | str | Path:
         source = self.job_definition
         if isinstance(source, str) and source.rstrip().endswith((".json", ".yaml", ".yml")):
             path = Path(source)
@@ -143,59 +181,67 @@ class SidecarBatchOperator(BaseOperator):
             return path
         return source
 
-    def _submit_request(self, context: Context, definition_arn: str) -> dict[str, Any]:
+    def _submit(
+        self,
+        hook: SidecarBatchHook,
+        context: Context,
+        definition: dict[str, Any],
+        arn: str,
+        job_name: str,
+        identity: TaskIdentity,
+    ) -> str:
+        request = self._submit_request(definition, arn, job_name, identity)
+        try:
+            job = hook.submit_job(request)
+        except ClientError:
+            # Someone may have deregistered the revision since ensure; ensure once more.
+            fresh = refresh_job_definition(hook, definition, arn)
+            if fresh is None:
+                raise
+            job = hook.submit_job({**request, "jobDefinition": fresh})
+        self.log.info(
+            "Submitted Batch job %s (%s) to queue %s", job_name, job["jobId"], self.job_queue
+        )
+        return job["jobId"]
+
+    def _submit_request(
+        self, definition: dict[str, Any], arn: str, job_name: str, identity: TaskIdentity
+    ) -> dict[str, Any]:
+        overrides = check_overrides(definition, self.container_overrides or {})
         parameters = dict(self.parameters or {})
         if self.payload is not None:
             parameters[self.payload_parameter] = json.dumps(self.payload, separators=(",", ":"))
+        check_parameters(definition, parameters, container_overrides=overrides)
         request: dict[str, Any] = {
-            "jobName": self._job_name(context),
+            "jobName": job_name,
             "jobQueue": self.job_queue,
-            "jobDefinition": definition_arn,
+            "jobDefinition": arn,
             "parameters": parameters,
+            "tags": {**(self.tags or {}), **identity.tags()},
         }
-        if self.tags:
-            request["tags"] = dict(self.tags)
-        if self.container_overrides:
-            request["ecsPropertiesOverride"] = {
-                "taskProperties": [
-                    {"containers": [_override(n, o) for n, o in self.container_overrides.items()]}
-                ]
-            }
+        if overrides:
+            request["ecsPropertiesOverride"] = {"taskProperties": [{"containers": overrides}]}
+        check_submit_size(request)
         return request
-
-    def _job_name(self, context: Context) -> str:
-        name = self.job_name or f"{self.dag_id}-{self.task_id}"
-        return re.sub(r"[^A-Za-z0-9_-]+", "-", name).lstrip("-_")[:128]
-
-    def _wait(self, hook: SidecarBatchHook, job_id: str, job_name: str) -> dict[str, Any]:
-        """Wait in the worker, with the same decisions and log lines as the trigger."""
-        logs = SidecarLogsHook(**self._settings()).conn
-        tail = LogTail()
-        seen: JobStatus | None = None
-        while True:
-            description = hook.describe_job(job_id)
-            step = job_step(description)
-            if step.status is not seen and not step.finished:
-                self.log.info("Batch job %s is %s", job_name, step.status.value)
-                seen = step.status
-            tail.track(step.log_streams)
-            drain(tail, logs, self._emit)
-            if step.finished:
-                stopped = (description.get("stoppedAt") or 0) / 1000 or time.time()
-                while time.time() - stopped < self.final_log_wait:
-                    time.sleep(min(1.0, self.final_log_wait))
-                    drain(tail, logs, self._emit)
-                return {"result": step.to_event()}
-            time.sleep(self.waiter_delay)
 
     def _emit(self, stream: LogStream, message: str) -> None:
         self.log.info("[%s] %s", stream.container, message)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after the trigger fired: succeed with the job's result or raise why it failed."""
+        """Resume after the trigger fired: read what is left of the logs, then succeed or raise."""
+        logs = event.get("logs") or {}
+        self._read_rest_of_logs(logs)
+        if logs.get("streams"):
+            hook = SidecarBatchHook(**self._settings())
+            persist_log_links(
+                context, self, logs["streams"], hook.conn_region_name, hook.conn_partition
+            )
         step = JobStep.from_event(event["result"])
+        outcome = event.get("outcome", "finished")
+        if outcome in ("queue_timeout", "run_timeout"):
+            raise BatchJobTimeoutError(_timeout_message(step, outcome, event, self.job_queue))
         if not step.succeeded:
-            raise BatchJobFailedError(step.failure_message())
+            raise BatchJobFailedError(step.failure_message(event.get("last_lines") or {}))
         self.log.info("Batch job %s SUCCEEDED", step.job_name)
         return {
             "job_id": step.job_id,
@@ -204,18 +250,54 @@ class SidecarBatchOperator(BaseOperator):
             "output_location": self.output_location,
         }
 
-
-def _override(container: str, override: Mapping[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": container}
-    environment = override.get("environment")
-    if isinstance(environment, Mapping):
-        entry["environment"] = [{"name": k, "value": str(v)} for k, v in environment.items()]
-    elif environment is not None:
-        entry["environment"] = list(environment)
-    for field in ("command", "resourceRequirements"):
-        if field in override:
-            entry[field] = list(override[field])
-    return entry
+    def _read_rest_of_logs(self, logs: dict[str, Any] | None) -> None:
+        """Read each stream on from where the trigger stopped, once, without waiting."""
+        if not logs or not logs.get("streams"):
+            return
+        tail = LogTail(logs.get("tokens"))
+        tail.track(LogStream(**stream) for stream in logs["streams"])
+        for region in tail.regions():
+            drain(tail, SidecarLogsHook(**self._settings(region)).conn, self._emit, region)
 
 
-__all__ = ["SidecarBatchOperator"]
+def _wait_in_worker(
+    hook: SidecarBatchHook, trigger: SidecarBatchJobTrigger, operator: SidecarBatchOperator
+) -> dict[str, Any]:
+    """Wait in the worker: the trigger's decisions and deadlines, with synchronous clients."""
+    watch = trigger.watch(operator.log)
+    logs: dict[str | None, Any] = {}
+
+    def read_logs() -> None:
+        for region in watch.tail.regions():
+            if region not in logs:
+                logs[region] = SidecarLogsHook(**operator._settings(region)).conn
+            drain(watch.tail, logs[region], watch.emit, region)
+
+    while True:
+        jobs = hook.describe_jobs([trigger.job_id])
+        verdict = watch.observe(jobs[0] if jobs else None)
+        read_logs()
+        if verdict.outcome == "finished":
+            while watch.awaiting_late_lines():
+                time.sleep(1.0)
+                read_logs()
+            return watch.event(verdict)
+        if verdict.terminate:
+            operator.log.info("Terminating Batch job %s: %s", trigger.job_name, verdict.reason)
+            hook.terminate_job(trigger.job_id, str(verdict.reason)[:255])
+            return watch.event(verdict)
+        time.sleep(trigger.waiter_delay)
+
+
+def _timeout_message(step: JobStep, outcome: str, event: dict[str, Any], queue: str) -> str:
+    if outcome == "queue_timeout":
+        return (
+            f"Batch job {step.job_name} ({step.job_id}) was terminated: {event.get('reason')}. "
+            f"Status reason: {step.status_reason or 'none given'}. Check that the compute "
+            f"environments of job queue {queue!r} are ENABLED and VALID and have room for the "
+            "job's vCPUs and memory, or raise queue_timeout."
+        )
+    return (
+        f"Batch job {step.job_name} ({step.job_id}) was terminated: {event.get('reason')}; "
+        "raise the task's execution_timeout if the job needs longer."
+    )

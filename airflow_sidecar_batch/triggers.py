@@ -1,25 +1,27 @@
-"""The deferrable trigger: wait for a Batch job while streaming both containers' logs."""
+"""The deferrable trigger: wait for a Batch job while streaming every container's logs."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_sidecar_batch.hooks import SidecarBatchHook, SidecarLogsHook, client_settings
-from airflow_sidecar_batch.job_status import JobStatus, JobStep, LogStream, job_step
-from airflow_sidecar_batch.logs import LogTail, adrain
+from airflow_sidecar_batch.logs import adrain
+from airflow_sidecar_batch.watch import JobWatch
 
 
 class SidecarBatchJobTrigger(BaseTrigger):
     """Poll a Batch job until it finishes, forwarding new lines of every container as they come.
 
     Each forwarded line is prefixed with its container's name. Once the job has finished, the
-    streams are read once more until they have been quiet for ``final_log_wait`` seconds after
-    the job stopped, so the last lines are not lost to CloudWatch's ingestion delay.
+    streams are read again until ``final_log_wait`` seconds have passed since the job stopped,
+    and the event carries each stream's position, so the operator can read what is left
+    without waiting again. Deadlines are absolute times (seconds since the epoch), so a
+    trigger rebuilt after a triggerer restart keeps them.
 
     :param job_id: the Batch job to follow.
     :param job_name: the job's name, for messages.
@@ -29,6 +31,11 @@ class SidecarBatchJobTrigger(BaseTrigger):
     :param botocore_config: botocore ``Config`` settings, as a dict.
     :param waiter_delay: seconds between polls of the job.
     :param final_log_wait: seconds after the job stopped during which late lines are awaited.
+    :param queue_deadline: when a job still waiting for capacity is terminated.
+    :param run_deadline: when a job that has not finished is terminated.
+    :param identity: the task instance the job runs for (see
+        :class:`~airflow_sidecar_batch.job_identity.TaskIdentity`); ``on_kill`` checks it.
+    :param last_lines: how many of each container's last lines the event carries.
     """
 
     def __init__(
@@ -41,6 +48,10 @@ class SidecarBatchJobTrigger(BaseTrigger):
         botocore_config: dict[str, Any] | None = None,
         waiter_delay: float = 10.0,
         final_log_wait: float = 5.0,
+        queue_deadline: float | None = None,
+        run_deadline: float | None = None,
+        identity: dict[str, Any] | None = None,
+        last_lines: int = 20,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -51,6 +62,10 @@ class SidecarBatchJobTrigger(BaseTrigger):
         self.botocore_config = botocore_config
         self.waiter_delay = waiter_delay
         self.final_log_wait = final_log_wait
+        self.queue_deadline = queue_deadline
+        self.run_deadline = run_deadline
+        self.identity = identity
+        self.last_lines = last_lines
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -64,53 +79,107 @@ class SidecarBatchJobTrigger(BaseTrigger):
                 "botocore_config": self.botocore_config,
                 "waiter_delay": self.waiter_delay,
                 "final_log_wait": self.final_log_wait,
+                "queue_deadline": self.queue_deadline,
+                "run_deadline": self.run_deadline,
+                "identity": self.identity,
+                "last_lines": self.last_lines,
             },
         )
 
-    def _settings(self) -> dict[str, Any]:
-        return client_settings(
-            self.aws_conn_id, self.region_name, self.verify, self.botocore_config
+    def _settings(self, region_name: str | None = None) -> dict[str, Any]:
+        region = region_name or self.region_name
+        return client_settings(self.aws_conn_id, region, self.verify, self.botocore_config)
+
+    def watch(self, log: Any) -> JobWatch:
+        """Return the decisions this trigger makes, for a loop that logs to ``log``."""
+        return JobWatch(
+            self.job_id,
+            self.job_name,
+            log,
+            final_log_wait=self.final_log_wait,
+            queue_deadline=self.queue_deadline,
+            run_deadline=self.run_deadline,
+            last_lines=self.last_lines,
         )
 
-    def _emit(self, stream: LogStream, message: str) -> None:
-        self.log.info("[%s] %s", stream.container, message)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        batch_hook = SidecarBatchHook(**self._settings())
-        logs_hook = SidecarLogsHook(**self._settings())
-        tail = LogTail()
-        seen: JobStatus | None = None
-        async with (
-            await batch_hook.get_async_conn() as batch,
-            await logs_hook.get_async_conn() as logs,
-        ):
+        watch = self.watch(self.log)
+        async with contextlib.AsyncExitStack() as clients:
+            batch = await clients.enter_async_context(
+                await SidecarBatchHook(**self._settings()).get_async_conn()
+            )
+            logs = _LogClients(self, clients, watch)
             while True:
-                answer = await batch.describe_jobs(jobs=[self.job_id])
-                if not answer["jobs"]:
-                    yield TriggerEvent(self._lost())
+                jobs = (await batch.describe_jobs(jobs=[self.job_id]))["jobs"]
+                verdict = watch.observe(jobs[0] if jobs else None)
+                await logs.drain()
+                if verdict.outcome == "finished":
+                    while watch.awaiting_late_lines():
+                        await asyncio.sleep(1.0)
+                        await logs.drain()
+                    yield TriggerEvent(watch.event(verdict))
                     return
-                job = answer["jobs"][0]
-                step = job_step(job)
-                if step.status is not seen and not step.finished:
-                    self.log.info("Batch job %s is %s", self.job_name, step.status.value)
-                    seen = step.status
-                tail.track(step.log_streams)
-                await adrain(tail, logs, self._emit)
-                if step.finished:
-                    await self._final_drain(tail, logs, job.get("stoppedAt"))
-                    self.log.info("Batch job %s is %s", self.job_name, step.status.value)
-                    yield TriggerEvent({"result": step.to_event()})
+                if verdict.terminate:
+                    self.log.info("Terminating Batch job %s: %s", self.job_name, verdict.reason)
+                    await batch.terminate_job(jobId=self.job_id, reason=str(verdict.reason)[:255])
+                    yield TriggerEvent(watch.event(verdict))
                     return
                 await asyncio.sleep(self.waiter_delay)
 
-    async def _final_drain(self, tail: LogTail, logs: Any, stopped_at_ms: int | None) -> None:
-        stopped = (stopped_at_ms or 0) / 1000 or time.time()
-        while time.time() - stopped < self.final_log_wait:
-            await asyncio.sleep(min(1.0, self.final_log_wait))
-            await adrain(tail, logs, self._emit)
+    async def on_kill(self) -> None:
+        """Terminate the job when a user marked the deferred task failed or cleared it."""
+        if await self._task_deferred_again():
+            self.log.info("Not terminating Batch job %s: its task is deferred again", self.job_name)
+            return
+        reason = "the Airflow task was marked failed or cleared while it waited for the job"
+        if self.identity:
+            reason = (
+                f"Airflow task {self.identity['dag_id']}.{self.identity['task_id']} "
+                f"(run {self.identity['run_id']}) was marked failed or cleared"
+            )
+        self.log.info("Terminating Batch job %s: %s", self.job_name, reason)
+        async with await SidecarBatchHook(**self._settings()).get_async_conn() as batch:
+            await batch.terminate_job(jobId=self.job_id, reason=reason[:255])
 
-    def _lost(self) -> dict[str, Any]:
-        lost = JobStep(
-            self.job_id, self.job_name, JobStatus.FAILED, "Batch no longer knows the job", (), ()
-        )
-        return {"result": lost.to_event()}
+    async def _task_deferred_again(self) -> bool:
+        """Tell a user's kill from a trigger that merely moved, or a retry that re-attached."""
+        if not self.identity:
+            return False
+        try:
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            states = await asyncio.to_thread(
+                RuntimeTaskInstance.get_task_states,
+                dag_id=self.identity["dag_id"],
+                task_ids=[self.identity["task_id"]],
+                run_ids=[self.identity["run_id"]],
+                map_index=self.identity["map_index"],
+            )
+        except Exception:
+            # Without the check, a user's kill must still stop the job and its bill.
+            self.log.warning("Could not read the task's state; terminating as asked", exc_info=True)
+            return False
+        # {run_id: {task_id: state}}: one entry, since the map index narrows it to this task.
+        return "deferred" in states.get(self.identity["run_id"], {}).values()
+
+
+class _LogClients:
+    """One async CloudWatch Logs client per Region, opened when a stream first needs it."""
+
+    def __init__(
+        self, trigger: SidecarBatchJobTrigger, stack: contextlib.AsyncExitStack, watch: JobWatch
+    ) -> None:
+        self._trigger = trigger
+        self._stack = stack
+        self._watch = watch
+        self._clients: dict[str | None, Any] = {}
+
+    async def drain(self) -> None:
+        tail = self._watch.tail
+        for region in tail.regions():
+            client = self._clients.get(region)
+            if client is None:
+                hook = SidecarLogsHook(**self._trigger._settings(region))
+                client = await self._stack.enter_async_context(await hook.get_async_conn())
+                self._clients[region] = client
+            await adrain(tail, client, self._watch.emit, region)

@@ -89,14 +89,30 @@ def test_failure_message_names_each_container_essential_first():
     containers = job["ecsProperties"]["taskProperties"][0]["containers"]
     containers[0].update(exitCode=143, reason="stopped with the task")
     containers[1].update(exitCode=3)
+    last = {"data-pipeline": ["page 1: 842 rows", "error: S3 refused"], "main-app": ["stopped"]}
 
-    message = job_step(job).failure_message()
+    message = job_step(job).failure_message(last)
 
     assert message.splitlines() == [
         "Batch job flights-export-2013-01-01 (j-1) FAILED: Essential container in task exited",
-        "  data-pipeline [essential]: exit code 3",
-        "  main-app [non-essential]: exit code 143 (stopped with the task)",
+        "  data-pipeline: essential, exit code 3",
+        "  main-app: non-essential, stopped with the task when the essential container ended "
+        "(normal)",
+        "Last lines of data-pipeline:",
+        "    page 1: 842 rows",
+        "    error: S3 refused",
     ]
+
+
+def test_a_non_essential_container_that_failed_on_its_own_is_not_a_normal_stop():
+    job = _job("FAILED", statusReason="Essential container in task exited")
+    containers = job["ecsProperties"]["taskProperties"][0]["containers"]
+    containers[0].update(exitCode=1, reason="crashed")
+    containers[1].update(exitCode=3)
+
+    message = job_step(job).failure_message()
+
+    assert "  main-app: non-essential, exit code 1 (crashed)" in message.splitlines()
 
 
 def test_event_round_trip_keeps_the_outcome():
