@@ -33,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     local.add_argument(
         "--bucket", action="append", default=[], help="S3 bucket to create at start (repeatable)"
     )
+    local.add_argument(
+        "--fault-file",
+        type=Path,
+        help="fault document (JSON) to start with; change it at runtime through /_local/faults",
+    )
 
     actions = (("lint", "report problems and conversions"), ("render", "print the request"))
     for name, text in actions:
@@ -41,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "local":
-        return _serve(args)
+        return _serve(args, local)
 
     from airflow_sidecar_batch import lint
 
@@ -49,7 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return command(args.file)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from airflow_sidecar_batch.local.faults import Faults, InvalidFaultsError
+
+    try:
+        faults = Faults.load(args.fault_file) if args.fault_file else None
+    except InvalidFaultsError as error:
+        parser.error(str(error))
+
     from airflow_sidecar_batch.local.server import LocalEndpoint
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -62,6 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
         region=args.region,
         max_jobs=args.max_jobs,
         buckets=args.bucket,
+        faults=faults,
     ).start()
 
     stopped = threading.Event()

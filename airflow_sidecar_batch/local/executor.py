@@ -3,19 +3,24 @@
 A job passes through the states AWS gives it. It waits in RUNNABLE for a free slot, gets a
 network namespace of its own in STARTING (so every job has its own localhost, as every Fargate
 task has), and turns RUNNING when its first container starts. Every line a container prints goes
-to that container's CloudWatch log stream before the job can be seen to finish.
+to that container's CloudWatch log stream before the job can be seen to finish, unless a
+``delay_logs`` fault holds it back (:mod:`~airflow_sidecar_batch.local.faults`), as CloudWatch
+Logs may on AWS.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_sidecar_batch.local.backend import BatchBackend, now_ms
+from airflow_sidecar_batch.local.faults import Faults
 from airflow_sidecar_batch.local.images import ImageMap, argv_for
 from airflow_sidecar_batch.local.logsink import LogSink
 from airflow_sidecar_batch.local.runner import ContainerOutcome, ContainerSpec, TaskRunner
@@ -39,20 +44,22 @@ class JobExecutor:
 
     :param images: which local program each image stands for.
     :param logs: where container lines go.
-    :param serve_inside: serves the endpoint on a socket inside a job's namespace; returns a
-        callable that stops serving.
+    :param serve_inside: serves the endpoint on a socket inside a job's namespace, for the job
+        of the given name; returns a callable that stops serving.
     :param endpoint_port: the endpoint's port, the same inside every namespace.
     :param max_jobs: how many jobs may run at once.
+    :param faults: the fault rules to follow (``hold_runnable``, ``exit_code``); none when None.
     """
 
     def __init__(
         self,
         images: ImageMap,
         logs: LogSink,
-        serve_inside: Callable[[Any], Callable[[], None]],
+        serve_inside: Callable[[Any, str], Callable[[], None]],
         endpoint_port: int,
         max_jobs: int,
         stop_grace_seconds: float = 10.0,
+        faults: Faults | None = None,
     ) -> None:
         self.images = images
         self.logs = logs
@@ -69,6 +76,9 @@ class JobExecutor:
         self.backend: BatchBackend | None = None
         self.peak_jobs = 0
         self._active = 0
+        self.faults = faults or Faults()
+        # A held job waits on the condition below; a change of the rules may release it.
+        self.faults.subscribe(self._rules_changed)
 
     def start(self, job: dict[str, Any]) -> None:
         """Run a freshly submitted job in a thread of its own."""
@@ -90,6 +100,10 @@ class JobExecutor:
         if runner is not None:
             runner.stop(reason)
 
+    def _rules_changed(self) -> None:
+        with self._wakeup:
+            self._wakeup.notify_all()
+
     @property
     def _backend(self) -> BatchBackend:
         if self.backend is None:
@@ -102,7 +116,7 @@ class JobExecutor:
     def _run(self, job: dict[str, Any]) -> None:
         job_id = job["jobId"]
         self._update(job_id, status="RUNNABLE")
-        if not self._wait_for_slot(job_id):
+        if not self._wait_for_slot(job_id, job["jobName"]):
             self._finish_unstarted(job_id)
             return
         try:
@@ -121,10 +135,25 @@ class JobExecutor:
                 self._running.pop(job_id, None)
                 self._wakeup.notify_all()
 
-    def _wait_for_slot(self, job_id: str) -> bool:
-        """Wait in RUNNABLE until a slot frees; False when the job is terminated meanwhile."""
+    def _wait_for_slot(self, job_id: str, job_name: str) -> bool:
+        """Wait in RUNNABLE until a slot frees; False when the job is terminated meanwhile.
+
+        A ``hold_runnable`` fault keeps the job here, without a slot, for its seconds counted from
+        now, or until the rule is removed.
+        """
+        runnable_since = time.monotonic()
+        held = False
         with self._wakeup:
             while not self._running[job_id].terminated:
+                hold = self.faults.hold_seconds(job_name)
+                left = 0.0 if hold is None else hold - (time.monotonic() - runnable_since)
+                if left > 0:
+                    if not held:
+                        held = True
+                        self.faults.record("hold_runnable")
+                        log.info("Local job %s held in RUNNABLE by a fault", job_id)
+                    self._wakeup.wait(None if left == math.inf else left)
+                    continue
                 if self._active < self.max_jobs:
                     self._active += 1
                     self.peak_jobs = max(self.peak_jobs, self._active)
@@ -148,13 +177,15 @@ class JobExecutor:
         try:
             sock = network.listen(self.endpoint_port)
             if sock is not None:
-                stop_serving = self.serve_inside(sock)
+                stop_serving = self.serve_inside(sock, job["jobName"])
             containers = job["ecsProperties"]["taskProperties"][0]["containers"]
             streams = {c["name"]: self._stream_for(job, c, task_id) for c in containers}
             runner = TaskRunner(
                 [self._spec(job, c) for c in containers],
                 on_output=lambda name, line: self.logs.write(*streams[name], line),
-                on_started=lambda name: self._container_started(job_id, name, streams[name]),
+                on_started=lambda name: self._container_started(
+                    job_id, job["jobName"], name, streams[name]
+                ),
                 wrap=network.wrap,
                 stop_grace_seconds=self.stop_grace_seconds,
             )
@@ -168,6 +199,7 @@ class JobExecutor:
             if stop_serving is not None:
                 stop_serving()
             network.close()
+        outcomes = [self._inject_exit_code(job, o, streams[o.name]) for o in outcomes]
         self._finish(job_id, task_arn, outcomes)
 
     def _stream_for(
@@ -180,8 +212,10 @@ class JobExecutor:
         name = _STREAM.format(prefix=prefix, container=container["name"], task_id=task_id)
         return group, name
 
-    def _container_started(self, job_id: str, name: str, stream: tuple[str, str]) -> None:
-        self.logs.open(*stream)
+    def _container_started(
+        self, job_id: str, job_name: str, name: str, stream: tuple[str, str]
+    ) -> None:
+        self.logs.open(*stream, job_name=job_name)
 
         def change(job: dict[str, Any]) -> None:
             for container in job["ecsProperties"]["taskProperties"][0]["containers"]:
@@ -191,6 +225,28 @@ class JobExecutor:
                 job.update(status="RUNNING", startedAt=now_ms())
 
         self._backend.update_job(job_id, change)
+
+    def _inject_exit_code(
+        self, job: dict[str, Any], outcome: ContainerOutcome, stream: tuple[str, str]
+    ) -> ContainerOutcome:
+        """Report the exit code an ``exit_code`` fault gives this container; say so in its log."""
+        code = self.faults.exit_code(job["jobName"], outcome.name)
+        # A container that never started has no exit code to replace, nor a stream to write to.
+        if code is None or outcome.exit_code is None:
+            return outcome
+        self.logs.write(
+            *stream,
+            f"local endpoint: fault injected: exit code {code} instead of {outcome.exit_code}",
+        )
+        self.faults.record("exit_code")
+        log.info(
+            "Local job %s: container %s exited %s, reported as %s by a fault",
+            job["jobId"],
+            outcome.name,
+            outcome.exit_code,
+            code,
+        )
+        return ContainerOutcome(outcome.name, code, outcome.reason)
 
     def _spec(self, job: dict[str, Any], container: dict[str, Any]) -> ContainerSpec:
         program = self.images.resolve(container["image"])
