@@ -90,7 +90,7 @@ class SidecarBatchJobTrigger(BaseTrigger):
         region = region_name or self.region_name
         return client_settings(self.aws_conn_id, region, self.verify, self.botocore_config)
 
-    def watch(self, log: Any) -> JobWatch:
+    def watch(self, log: Any, tokens: dict[str, str] | None = None) -> JobWatch:
         """Return the decisions this trigger makes, for a loop that logs to ``log``."""
         return JobWatch(
             self.job_id,
@@ -100,10 +100,12 @@ class SidecarBatchJobTrigger(BaseTrigger):
             queue_deadline=self.queue_deadline,
             run_deadline=self.run_deadline,
             last_lines=self.last_lines,
+            tokens=tokens,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        watch = self.watch(self.log)
+        progress = _Progress(self.identity, self.log)
+        watch = self.watch(self.log, await progress.load())
         async with contextlib.AsyncExitStack() as clients:
             batch = await clients.enter_async_context(
                 await SidecarBatchHook(**self._settings()).get_async_conn()
@@ -113,10 +115,12 @@ class SidecarBatchJobTrigger(BaseTrigger):
                 jobs = (await batch.describe_jobs(jobs=[self.job_id]))["jobs"]
                 verdict = watch.observe(jobs[0] if jobs else None)
                 await logs.drain()
+                await progress.save(watch.tail.tokens())
                 if verdict.outcome == "finished":
                     while watch.awaiting_late_lines():
                         await asyncio.sleep(1.0)
                         await logs.drain()
+                        await progress.save(watch.tail.tokens())
                     yield TriggerEvent(watch.event(verdict))
                     return
                 if verdict.terminate:
@@ -183,3 +187,59 @@ class _LogClients:
                 client = await self._stack.enter_async_context(await hook.get_async_conn())
                 self._clients[region] = client
             await adrain(tail, client, self._watch.emit, region)
+
+
+class _Progress:
+    """Each log stream's read position, kept in XCom so a restarted triggerer goes on from it.
+
+    A triggerer restart rebuilds the trigger from its kwargs, which cannot change; without the
+    saved positions it would forward every line again. Airflow clears the XCom when a new try
+    starts, so a retried task reads its job's logs from the start, into its own log.
+    """
+
+    KEY = "sidecar_batch_log_positions"
+
+    def __init__(self, identity: dict[str, Any] | None, log: Any) -> None:
+        self._where = (
+            {
+                "dag_id": identity["dag_id"],
+                "task_id": identity["task_id"],
+                "run_id": identity["run_id"],
+                "map_index": identity["map_index"],
+            }
+            if identity
+            else None
+        )
+        self._log = log
+        self._saved: dict[str, str] = {}
+
+    async def load(self) -> dict[str, str]:
+        if self._where is None:
+            return {}
+        try:
+            from airflow.sdk.execution_time.xcom import XCom
+
+            saved = await asyncio.to_thread(XCom.get_one, key=self.KEY, **self._where)
+        except Exception:
+            # Outside a triggerer (a test, a script) there is no XCom; start from the top.
+            self._log.debug("No saved log positions", exc_info=True)
+            self._where = None
+            return {}
+        self._saved = dict(saved or {})
+        if self._saved:
+            self._log.info("Going on from saved positions in %d log stream(s)", len(self._saved))
+        return dict(self._saved)
+
+    async def save(self, tokens: dict[str, str]) -> None:
+        if self._where is None or tokens == self._saved:
+            return
+        from airflow.sdk.execution_time.xcom import XCom
+
+        # Lines are emitted before this; the write runs on in its thread even if the trigger is
+        # cancelled meanwhile, so a restart neither repeats nor skips them.
+        try:
+            await asyncio.to_thread(XCom.set, key=self.KEY, value=tokens, **self._where)
+        except Exception:
+            self._log.warning("Could not save log positions; a restart may repeat lines")
+            return
+        self._saved = dict(tokens)

@@ -46,6 +46,7 @@ class JobWatch:
     :param queue_deadline: when a job still waiting for capacity must be terminated.
     :param run_deadline: when an unfinished job must be terminated.
     :param last_lines: how many of each container's last lines to keep for failure messages.
+    :param tokens: log positions saved by an earlier watch of the same job.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class JobWatch:
         queue_deadline: float | None = None,
         run_deadline: float | None = None,
         last_lines: int = 20,
+        tokens: dict[str, str] | None = None,
     ) -> None:
         self.job_id = job_id
         self.job_name = job_name
@@ -64,7 +66,7 @@ class JobWatch:
         self.final_log_wait = final_log_wait
         self.queue_deadline = queue_deadline
         self.run_deadline = run_deadline
-        self.tail = LogTail()
+        self.tail = LogTail(tokens)
         self._recent: dict[str, deque[str]] = {}
         self._last_lines = last_lines
         self._seen: JobStatus | None = None
