@@ -1,0 +1,213 @@
+"""Deferral you can trust, proven through the local endpoint: logs, failures, re-attaching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_sidecar_batch.exceptions import BatchJobFailedError
+from airflow_sidecar_batch.operators import SidecarBatchOperator
+from airflow_sidecar_batch.triggers import SidecarBatchJobTrigger
+from tests.support import ROOT, start_endpoint, stop_endpoint
+
+PROGRAMS = Path(__file__).parent / "programs"
+CONN_ID = "sidecar_deferral_test"
+
+
+def definition(name: str, pipeline_env: dict[str, str] | None = None) -> dict:
+    environment = [{"name": k, "value": v} for k, v in (pipeline_env or {}).items()]
+    container = {
+        "resourceRequirements": [
+            {"type": "VCPU", "value": "0.25"},
+            {"type": "MEMORY", "value": "1024"},
+        ],
+        "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-stream-prefix": "t"}},
+    }
+    return {
+        "jobDefinitionName": name,
+        "type": "container",
+        "platformCapabilities": ["FARGATE"],
+        "ecsProperties": {
+            "taskProperties": [
+                {
+                    "executionRoleArn": "arn:aws:iam::123456789012:role/exec",
+                    "containers": [
+                        {
+                            **container,
+                            "name": "main-app",
+                            "image": "test/app:1",
+                            "essential": False,
+                        },
+                        {
+                            **container,
+                            "name": "data-pipeline",
+                            "image": "test/chatty:1",
+                            "environment": environment,
+                            "dependsOn": [{"containerName": "main-app", "condition": "START"}],
+                        },
+                    ],
+                }
+            ]
+        },
+    }
+
+
+def make_operator(definition_file: str, job_name: str) -> SidecarBatchOperator:
+    return SidecarBatchOperator(
+        task_id="export",
+        job_definition=json.loads(Path(definition_file).read_text()),
+        job_queue="sidecar-local",
+        job_name=job_name,
+        aws_conn_id=CONN_ID,
+        waiter_delay=0.5,
+        final_log_wait=0.5,
+    )
+
+
+def make_context(run_id: str) -> dict:
+    ti = SimpleNamespace(
+        dag_id="deferral", task_id="export", run_id=run_id, map_index=-1, xcom_push=lambda **_: None
+    )
+    return {"ti": ti}
+
+
+async def first_event(trigger: SidecarBatchJobTrigger) -> dict:
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("the trigger ended without an event")
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deferral")
+    images = {
+        "test/app": {"entrypoint": ["{python}", str(PROGRAMS / "app.py")], "command": []},
+        "test/chatty": {"entrypoint": ["{python}", str(PROGRAMS / "chatty.py")], "command": []},
+    }
+    (folder / "images.yaml").write_text(json.dumps({"images": images}))
+    running = start_endpoint(folder / "endpoint.log", "--images", str(folder / "images.yaml"))
+    yield running
+    stop_endpoint(running)
+
+
+@pytest.fixture
+def connection(local, monkeypatch):
+    value = {
+        "conn_type": "aws",
+        "login": "local",
+        "password": "local",
+        "extra": {"endpoint_url": local.url, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(value))
+    return CONN_ID
+
+
+def connection_client(conn_id: str, service: str):
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=conn_id, client_type=service).conn
+
+
+def defer(operator: SidecarBatchOperator, context: dict) -> SidecarBatchJobTrigger:
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    return deferred.value.trigger
+
+
+def container_lines(output: str, container: str) -> list[str]:
+    """The lines the task log shows for one container, in the order shown."""
+    # Airflow's log renderer pads the message and appends the logger's name in brackets.
+    pattern = re.compile(rf"\[{re.escape(container)}\] (.*?)\s+\[airflow_sidecar_batch")
+    return pattern.findall(output)
+
+
+def test_every_line_once_and_in_order_from_a_deferred_wait(connection, tmp_path, capfd):
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(definition("chatty")))
+    operator = make_operator(str(path), "chatty")
+    context = make_context("run-lines")
+
+    trigger = defer(operator, context)
+    event = asyncio.run(first_event(trigger))
+    result = operator.execute_complete(context, event)
+
+    output = capfd.readouterr().out
+    (stream,) = [s for s in event["logs"]["streams"] if s["container"] == "data-pipeline"]
+    stamps = [
+        e["timestamp"]
+        for e in connection_client(connection, "logs").get_log_events(
+            logGroupName=stream["group"],
+            logStreamName=stream["name"],
+            startFromHead=True,
+            limit=10000,
+        )["events"]
+    ]
+    assert result["status"] == "SUCCEEDED"
+    assert max(stamps.count(stamp) for stamp in stamps) >= 4  # lines that share a millisecond
+    assert container_lines(output, "data-pipeline") == [f"line {n:05d}" for n in range(2000)]
+    assert container_lines(output, "main-app") == ["app: up"]
+
+
+def test_a_failed_pipeline_explains_itself(connection, tmp_path):
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(definition("failing", {"LINES": "30", "CODE": "3"})))
+    operator = make_operator(str(path), "failing")
+    context = make_context("run-failing")
+
+    event = asyncio.run(first_event(defer(operator, context)))
+    with pytest.raises(BatchJobFailedError) as failed:
+        operator.execute_complete(context, event)
+
+    message = str(failed.value)
+    assert "data-pipeline: essential, exit code 3" in message
+    assert (
+        "main-app: non-essential, stopped with the task when the essential container ended (normal)"
+        in message
+    )
+    assert message.rstrip().endswith("    line 00029")
+    assert "line 00010" in message  # the last twenty lines, not only the very last
+
+
+def test_a_retry_after_the_worker_died_attaches_to_the_submitted_job(local, connection, tmp_path):
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(definition("retry", {"LINES": "8"})))
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    died = subprocess.run(
+        [sys.executable, str(PROGRAMS / "submit_and_die.py"), str(path), "retry", "run-retry"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert died.returncode == 137, died.stderr[-2000:]
+    submitted = json.loads(died.stdout.strip().splitlines()[-1])["jobId"]
+
+    operator = make_operator(str(path), "retry")
+    context = make_context("run-retry")
+    trigger = defer(operator, context)
+    result = operator.execute_complete(context, asyncio.run(first_event(trigger)))
+
+    batch = local.client("batch")
+    jobs = batch.list_jobs(
+        jobQueue="sidecar-local", filters=[{"name": "JOB_NAME", "values": ["retry-*"]}]
+    )["jobSummaryList"]
+    assert trigger.job_id == submitted
+    assert [job["jobId"] for job in jobs] == [submitted]
+    assert result["job_id"] == submitted
+
+    # Once the job SUCCEEDED, another try succeeds with it and submits nothing.
+    again = make_operator(str(path), "retry").execute(context)
+    jobs = batch.list_jobs(
+        jobQueue="sidecar-local", filters=[{"name": "JOB_NAME", "values": ["retry-*"]}]
+    )["jobSummaryList"]
+    assert again["job_id"] == submitted
+    assert len(jobs) == 1
