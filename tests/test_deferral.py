@@ -7,13 +7,15 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_sidecar_batch.exceptions import BatchJobFailedError
+from airflow_sidecar_batch.exceptions import BatchJobFailedError, BatchJobTimeoutError
 from airflow_sidecar_batch.operators import SidecarBatchOperator
 from airflow_sidecar_batch.triggers import SidecarBatchJobTrigger
 from tests.support import ROOT, start_endpoint, stop_endpoint
@@ -129,7 +131,29 @@ def container_lines(output: str, container: str) -> list[str]:
     return pattern.findall(output)
 
 
-def test_every_line_once_and_in_order_from_a_deferred_wait(connection, tmp_path, capfd):
+def put_faults(local, document: dict) -> None:
+    request = urllib.request.Request(
+        f"{local.url}/_local/faults", data=json.dumps(document).encode(), method="PUT"
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+@pytest.fixture
+def faults(local):
+    yield lambda document: put_faults(local, document)
+    put_faults(local, {"faults": []})
+
+
+def test_every_line_once_and_in_order_from_a_deferred_wait(
+    local, connection, faults, tmp_path, capfd
+):
+    faults(
+        {
+            "seed": 7,
+            "faults": [{"kind": "throttle", "api": "logs.GetLogEvents", "fraction": 0.3}],
+        }
+    )
+    throttled_before = local.stats().get("faults", {}).get("throttle.logs.GetLogEvents", 0)
     path = tmp_path / "definition.json"
     path.write_text(json.dumps(definition("chatty")))
     operator = make_operator(str(path), "chatty")
@@ -152,6 +176,8 @@ def test_every_line_once_and_in_order_from_a_deferred_wait(connection, tmp_path,
     ]
     assert result["status"] == "SUCCEEDED"
     assert max(stamps.count(stamp) for stamp in stamps) >= 4  # lines that share a millisecond
+    throttled = local.stats()["faults"]["throttle.logs.GetLogEvents"] - throttled_before
+    assert throttled > 0  # botocore retried them; no line was lost or repeated
     assert container_lines(output, "data-pipeline") == [f"line {n:05d}" for n in range(2000)]
     assert container_lines(output, "main-app") == ["app: up"]
 
@@ -176,7 +202,11 @@ def test_a_failed_pipeline_explains_itself(connection, tmp_path):
     assert "line 00010" in message  # the last twenty lines, not only the very last
 
 
-def test_a_retry_after_the_worker_died_attaches_to_the_submitted_job(local, connection, tmp_path):
+def test_a_retry_after_the_worker_died_attaches_to_the_submitted_job(
+    local, connection, faults, tmp_path
+):
+    # Held in RUNNABLE until the retry has attached, so it cannot finish before the retry looks.
+    faults({"faults": [{"kind": "hold_runnable", "job_name_prefix": "retry"}]})
     path = tmp_path / "definition.json"
     path.write_text(json.dumps(definition("retry", {"LINES": "8"})))
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
@@ -194,6 +224,7 @@ def test_a_retry_after_the_worker_died_attaches_to_the_submitted_job(local, conn
     operator = make_operator(str(path), "retry")
     context = make_context("run-retry")
     trigger = defer(operator, context)
+    put_faults(local, {"faults": []})
     result = operator.execute_complete(context, asyncio.run(first_event(trigger)))
 
     batch = local.client("batch")
@@ -211,3 +242,24 @@ def test_a_retry_after_the_worker_died_attaches_to_the_submitted_job(local, conn
     )["jobSummaryList"]
     assert again["job_id"] == submitted
     assert len(jobs) == 1
+
+
+def test_a_job_held_in_runnable_past_its_queue_deadline_is_terminated(
+    local, connection, faults, tmp_path
+):
+    faults({"faults": [{"kind": "hold_runnable", "job_name_prefix": "held"}]})
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(definition("held", {"LINES": "4"})))
+    operator = make_operator(str(path), "held")
+    operator.queue_timeout = timedelta(seconds=2)
+    context = make_context("run-held")
+
+    trigger = defer(operator, context)
+    event = asyncio.run(first_event(trigger))
+    with pytest.raises(BatchJobTimeoutError, match="still RUNNABLE at its queue deadline") as late:
+        operator.execute_complete(context, event)
+
+    job = local.client("batch").describe_jobs(jobs=[trigger.job_id])["jobs"][0]
+    assert "compute environments of job queue 'sidecar-local'" in str(late.value)
+    assert job["status"] == "FAILED"
+    assert "queue deadline" in job["statusReason"]
