@@ -10,8 +10,8 @@ mkdir -p .demo
 sidecar-batch local --port "$SIDECAR_PORT" --images containers/images.yaml \
     --bucket sidecar-exports >.demo/endpoint.log 2>&1 &
 endpoint=$!
-trap 'kill "$endpoint" 2>/dev/null; wait "$endpoint" 2>/dev/null || true' EXIT
-python scripts/wait_for_endpoint.py "http://127.0.0.1:$SIDECAR_PORT"
+trap '{ kill "$endpoint"; wait "$endpoint"; } 2>/dev/null || true' EXIT
+python scripts/wait_for_endpoint.py "http://127.0.0.1:$SIDECAR_PORT" "$endpoint" .demo/endpoint.log
 
 echo "== airflow dags test flights_daily_export 2013-01-01"
 airflow dags test flights_daily_export 2013-01-01 2>&1 | tee .demo/dags-test.log \

@@ -85,6 +85,7 @@ class BatchBackend:
                 f"job definition {name!r} has no ecsProperties: the local endpoint runs "
                 "multi-container (ecsProperties) jobs only"
             )
+        _check_containers(request)
         with self.lock:
             revisions = self.definitions.setdefault(name, [])
             revision = len(revisions) + 1
@@ -256,7 +257,12 @@ class BatchBackend:
         return {}
 
     def cancel_job(self, jobId: str, reason: str) -> dict[str, Any]:
-        return self.terminate_job(jobId=jobId, reason=reason)
+        # As on AWS, CancelJob ends only jobs still waiting; STARTING and RUNNING ones go on.
+        with self.lock:
+            status = self.jobs[jobId]["status"] if jobId in self.jobs else None
+        if status in ("SUBMITTED", "PENDING", "RUNNABLE"):
+            self.terminate_job(jobId=jobId, reason=reason)
+        return {}
 
     def list_tags_for_resource(self, resourceArn: str) -> dict[str, Any]:
         with self.lock:
@@ -267,6 +273,19 @@ class BatchBackend:
         if definition is None:
             raise BatchApiError(f"resource {resourceArn!r} does not exist")
         return {"tags": dict(definition.get("tags") or {})}
+
+
+def _check_containers(request: dict[str, Any]) -> None:
+    """Refuse what Batch refuses of a task's containers: repeated names, no essential one."""
+    for task in request["ecsProperties"].get("taskProperties", []):
+        names = [c.get("name") for c in task.get("containers", [])]
+        repeated = sorted({n for n in names if names.count(n) > 1 and n is not None})
+        if repeated:
+            raise BatchApiError(f"container names must be unique; repeated: {', '.join(repeated)}")
+        if not any(c.get("essential", True) for c in task.get("containers", [])):
+            raise BatchApiError(
+                "at least one container must be essential; mark one essential: true"
+            )
 
 
 def _name_matches(name: str, pattern: str) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow_sidecar_batch.local.backend import BatchBackend, now_ms
 from airflow_sidecar_batch.local.faults import Faults
-from airflow_sidecar_batch.local.images import ImageMap, argv_for
+from airflow_sidecar_batch.local.images import ImageMap, UnknownImageError, argv_for
 from airflow_sidecar_batch.local.logsink import LogSink
 from airflow_sidecar_batch.local.runner import ContainerOutcome, ContainerSpec, TaskRunner
 from airflow_sidecar_batch.local.sandbox import NetworkSandbox, SharedHostNetwork
@@ -171,6 +171,14 @@ class JobExecutor:
         task_id = uuid.uuid4().hex
         task_arn = self._backend.arn("task", task_id).replace(":batch:", ":ecs:")
         self._update(job_id, status="STARTING")
+        containers = job["ecsProperties"]["taskProperties"][0]["containers"]
+        specs = []
+        for container in containers:
+            try:
+                specs.append(self._spec(job, container))
+            except UnknownImageError as error:
+                self._fail_to_start(job_id, container["name"], error)
+                return
 
         network = NetworkSandbox.create() if self.isolated else SharedHostNetwork()
         stop_serving = None
@@ -181,7 +189,7 @@ class JobExecutor:
             containers = job["ecsProperties"]["taskProperties"][0]["containers"]
             streams = {c["name"]: self._stream_for(job, c, task_id) for c in containers}
             runner = TaskRunner(
-                [self._spec(job, c) for c in containers],
+                specs,
                 on_output=lambda name, line: self.logs.write(*streams[name], line),
                 on_started=lambda name: self._container_started(
                     job_id, job["jobName"], name, streams[name]
@@ -201,6 +209,22 @@ class JobExecutor:
             network.close()
         outcomes = [self._inject_exit_code(job, o, streams[o.name]) for o in outcomes]
         self._finish(job_id, task_arn, outcomes)
+
+    def _fail_to_start(self, job_id: str, name: str, error: UnknownImageError) -> None:
+        """End a job whose container has no local program, as ECS ends one it cannot pull."""
+        reason = f"CannotPullContainerError: {str(error).splitlines()[0]}"
+
+        def change(job: dict[str, Any]) -> None:
+            for container in job["ecsProperties"]["taskProperties"][0]["containers"]:
+                if container["name"] == name:
+                    container["reason"] = reason[:255]
+            job.update(
+                status="FAILED",
+                statusReason=f"Task failed to start: container {name} has no local program",
+                stoppedAt=now_ms(),
+            )
+
+        self._backend.update_job(job_id, change)
 
     def _stream_for(
         self, job: dict[str, Any], container: dict[str, Any], task_id: str

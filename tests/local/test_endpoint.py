@@ -253,3 +253,48 @@ def test_call_counts_are_kept_per_api(local):
     calls = local.stats()["calls"]
 
     assert calls["batch.DescribeJobQueues"] >= 1
+
+
+def test_an_image_with_no_local_program_fails_the_job_naming_the_container(local):
+    batch = local.client("batch")
+    definition = _definition("unmapped", _container("pipeline", "no-such-program"))
+    arn = batch.register_job_definition(**definition)["jobDefinitionArn"]
+
+    job = _wait(
+        batch, batch.submit_job(jobName="u", jobQueue="sidecar-local", jobDefinition=arn)["jobId"]
+    )
+
+    (container,) = job["ecsProperties"]["taskProperties"][0]["containers"]
+    assert job["status"] == "FAILED"
+    assert job["statusReason"] == "Task failed to start: container pipeline has no local program"
+    assert container["reason"].startswith("CannotPullContainerError: ")
+    assert "no-such-program" in container["reason"]
+
+
+def test_repeated_container_names_are_refused(local):
+    definition = _definition("twins", _container("a", "echo-exit"), _container("a", "echo-exit"))
+
+    with pytest.raises(ClientError, match="container names must be unique; repeated: a"):
+        local.client("batch").register_job_definition(**definition)
+
+
+def test_cancel_leaves_a_running_job_running_as_aws_does(local):
+    batch = local.client("batch")
+    arn = batch.register_job_definition(**_definition("cancel", _container("s", "sleeper")))[
+        "jobDefinitionArn"
+    ]
+    job_id = batch.submit_job(jobName="cancel", jobQueue="sidecar-local", jobDefinition=arn)[
+        "jobId"
+    ]
+    deadline = time.monotonic() + 30
+    while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    batch.cancel_job(jobId=job_id, reason="too late to cancel")
+    time.sleep(1)  # give a wrongful stop the time to show
+    still = batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"]
+    batch.terminate_job(jobId=job_id, reason="test is done")
+
+    assert still == "RUNNING"
+    assert _wait(batch, job_id)["statusReason"] == "test is done"
