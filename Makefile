@@ -36,5 +36,15 @@ lint: setup
 test: lint
 	$(BIN)/pytest -q
 
+# make backfill START=2013-01-01 END=2013-01-07 [RUNS=4] [MAX_JOBS=4]: the daily export over those
+# New York days through the real scheduler, triggerer and api-server; see scripts/backfill.py.
+RUNS ?= 4
+MAX_JOBS ?= 4
+backfill: setup
+	@if [ -z "$(START)" ] || [ -z "$(END)" ]; then \
+		echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD [RUNS=4] [MAX_JOBS=4]"; exit 2; \
+	fi
+	bash scripts/backfill.sh $(START) $(END) --max-active-runs $(RUNS) --max-jobs $(MAX_JOBS)
+
 clean:
 	rm -rf .airflow .demo
