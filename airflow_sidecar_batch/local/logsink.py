@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 from moto.logs.exceptions import ResourceAlreadyExistsException
 from moto.logs.models import logs_backends
@@ -31,7 +32,10 @@ class LogSink:
     """
 
     def __init__(self, account: str, region: str, faults: Faults | None = None) -> None:
-        self._backend = logs_backends[account][region]
+        self._account = account
+        self._region = region
+        # Each stream lives in its container's awslogs-region, the endpoint's by default.
+        self._backends: dict[tuple[str, str], Any] = {}
         self._faults = faults or Faults()
         self._lock = threading.Lock()
         self._last: dict[tuple[str, str], int] = {}
@@ -44,16 +48,19 @@ class LogSink:
         self._released = threading.Condition(self._lock)
         self._releaser: threading.Thread | None = None
 
-    def open(self, group: str, stream: str, job_name: str = "") -> None:
+    def open(self, group: str, stream: str, job_name: str = "", region: str | None = None) -> None:
         """Create the stream (and its group, as ``awslogs-create-group`` would) if missing.
 
         :param job_name: the job whose container writes to the stream, for faults scoped to it.
+        :param region: the container's ``awslogs-region``; the endpoint's Region when None.
         """
         with self._lock:
-            if group not in self._backend.groups:
-                self._backend.create_log_group(group, tags={})
+            backend = logs_backends[self._account][region or self._region]
+            self._backends[(group, stream)] = backend
+            if group not in backend.groups:
+                backend.create_log_group(group, tags={})
             with contextlib.suppress(ResourceAlreadyExistsException):
-                self._backend.create_log_stream(group, stream)
+                backend.create_log_stream(group, stream)
             self._last.setdefault((group, stream), 0)
             self._jobs[stream] = job_name
 
@@ -83,7 +90,8 @@ class LogSink:
                 self._faults.record("delay_logs")
 
     def _put(self, group: str, stream: str, stamp: int, message: str) -> None:
-        self._backend.put_log_events(group, stream, [{"timestamp": stamp, "message": message}])
+        event = {"timestamp": stamp, "message": message}
+        self._backends[(group, stream)].put_log_events(group, stream, [event])
 
     def _start_releaser(self) -> None:
         if self._releaser is None:
