@@ -370,6 +370,8 @@ def _rule(index: int, entry: Any) -> Fault:
         )
 
     values = {name: _check(where, name, value) for name, value in entry.items() if name != "kind"}
+    if kind == "delay_logs" and values["seconds"] is None:
+        raise InvalidFaultsError(f"{where}.seconds is null; expected a number above 0")
     if kind == "error" and values.get("status", 500) not in _ERROR_STATUSES:
         raise InvalidFaultsError(
             f"{where}.status is {values['status']!r}; expected one of {list(_ERROR_STATUSES)}"

@@ -220,10 +220,22 @@ def test_a_malformed_document_is_refused_and_the_rules_stay(local):
         ({"kind": "throttle", "api": "s3.PATCH", "fraction": 1}, "'PATCH' is not one of"),
         ({"kind": "error", "api": "s3.PUT", "fraction": 1, "status": 502}, r"\[500, 503\]"),
         ({"kind": "delay_logs", "seconds": 0}, "expected a number above 0"),
+        ({"kind": "delay_logs", "seconds": None}, "seconds is null"),
         ({"kind": "exit_code", "container": "app", "exit_code": 300}, "expected 0 to 255"),
         ({"kind": "hold_runnable", "for": 3}, r"unknown field\(s\) \['for'\]"),
     ],
-    ids=["kind", "missing", "fraction", "service", "method", "status", "seconds", "code", "field"],
+    ids=[
+        "kind",
+        "missing",
+        "fraction",
+        "service",
+        "method",
+        "status",
+        "seconds",
+        "no-delay",
+        "code",
+        "field",
+    ],
 )
 def test_malformed_rules_are_named_with_what_is_accepted(rule, message):
     with pytest.raises(InvalidFaultsError, match=message):
@@ -424,8 +436,15 @@ def test_delayed_lines_become_readable_only_after_the_delay(local, definition):
     submitted = time.monotonic()
     job = _run(local, definition, "late-1", LINES="3")
     unread_at_end = _messages(logs, job)
-    lines = _until(lambda: _messages(logs, job), timeout=delay + 10)
+    _until(lambda: _messages(logs, job), timeout=delay + 10)
     visible = time.monotonic()
+
+    # The lines are released one by one, in the order printed; wait for the last.
+    def all_three():
+        found = _messages(logs, job)
+        return found if len(found) == 3 else None
+
+    lines = _until(all_three, timeout=5)
 
     assert job["status"] == "SUCCEEDED"
     assert unread_at_end == []
