@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from airflow_sidecar_batch.batch_rules import fargate_size_fix
 from airflow_sidecar_batch.exceptions import JobDefinitionError
-from airflow_sidecar_batch.validation import fargate_size_fix
 
 __all__ = ["READINESS_ENV", "CompiledDefinition", "compile_job_definition"]
 

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_sidecar_batch.validation import job_name_for
+from airflow_sidecar_batch.submit_checks import job_name_for
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -24,8 +24,12 @@ from airflow_sidecar_batch.job_identity import TaskIdentity, find_previous_job
 from airflow_sidecar_batch.job_status import JobStep, LogStream, job_step
 from airflow_sidecar_batch.links import EXTRA_LINKS, persist_job_link, persist_log_links
 from airflow_sidecar_batch.logs import LogTail, drain
+from airflow_sidecar_batch.submit_checks import (
+    check_overrides,
+    check_parameters,
+    check_submit_size,
+)
 from airflow_sidecar_batch.triggers import SidecarBatchJobTrigger
-from airflow_sidecar_batch.validation import check_overrides, check_parameters, check_submit_size
 
 
 class SidecarBatchOperator(BaseOperator):
