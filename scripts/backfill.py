@@ -504,8 +504,13 @@ def _clean_up(
 
 
 def _connection(url: str) -> str:
-    extra = {"endpoint_url": url, "region_name": "us-east-1"}
-    return json.dumps({"conn_type": "aws", "login": "local", "password": "local", "extra": extra})
+    """The ``sidecar_batch`` connection of this environment (scripts/env.sh), aimed at ``url``."""
+    given = os.environ.get("AIRFLOW_CONN_SIDECAR_BATCH")
+    # Dummy keys for the local endpoint; not "local", which the log masker would hide everywhere.
+    connection = json.loads(given) if given else {"login": "x", "password": "local-dummy-secret"}
+    connection.setdefault("conn_type", "aws")
+    connection.setdefault("extra", {}).update(endpoint_url=url, region_name="us-east-1")
+    return json.dumps(connection)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
