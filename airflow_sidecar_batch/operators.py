@@ -29,7 +29,7 @@ from airflow_sidecar_batch.submit_checks import (
     check_parameters,
     check_submit_size,
 )
-from airflow_sidecar_batch.triggers import SidecarBatchJobTrigger
+from airflow_sidecar_batch.triggers import LOG_POSITIONS_KEY, SidecarBatchJobTrigger
 
 
 class SidecarBatchOperator(BaseOperator):
@@ -171,6 +171,9 @@ class SidecarBatchOperator(BaseOperator):
             identity=asdict(identity),
         )
         if self.deferrable:
+            # Nothing read yet: the trigger finds this at once instead of asking for a missing
+            # key, which the execution API answers only after its retries.
+            context["ti"].xcom_push(key=LOG_POSITIONS_KEY, value={})
             # No Airflow timeout: the trigger's own deadlines terminate the job before failing,
             # which a trigger timeout (it runs neither on_kill nor cleanup) would not.
             self.defer(trigger=trigger, method_name="execute_complete")

@@ -13,6 +13,9 @@ from airflow_sidecar_batch.hooks import SidecarBatchHook, SidecarLogsHook, clien
 from airflow_sidecar_batch.logs import adrain
 from airflow_sidecar_batch.watch import JobWatch
 
+#: The XCom that keeps each log stream's read position while the task is deferred.
+LOG_POSITIONS_KEY = "sidecar_batch_log_positions"
+
 
 class SidecarBatchJobTrigger(BaseTrigger):
     """Poll a Batch job until it finishes, forwarding new lines of every container as they come.
@@ -197,7 +200,7 @@ class _Progress:
     starts, so a retried task reads its job's logs from the start, into its own log.
     """
 
-    KEY = "sidecar_batch_log_positions"
+    KEY = LOG_POSITIONS_KEY
 
     def __init__(self, identity: dict[str, Any] | None, log: Any) -> None:
         self._where = (
@@ -217,9 +220,7 @@ class _Progress:
         if self._where is None:
             return {}
         try:
-            from airflow.sdk.execution_time.xcom import XCom
-
-            saved = await asyncio.to_thread(XCom.get_one, key=self.KEY, **self._where)
+            saved = await _xcom("get_one", key=self.KEY, **self._where)
         except Exception:
             # Outside a triggerer (a test, a script) there is no XCom; start from the top.
             self._log.debug("No saved log positions", exc_info=True)
@@ -233,13 +234,20 @@ class _Progress:
     async def save(self, tokens: dict[str, str]) -> None:
         if self._where is None or tokens == self._saved:
             return
-        from airflow.sdk.execution_time.xcom import XCom
-
-        # Lines are emitted before this; the write runs on in its thread even if the trigger is
-        # cancelled meanwhile, so a restart neither repeats nor skips them.
         try:
-            await asyncio.to_thread(XCom.set, key=self.KEY, value=tokens, **self._where)
+            await _xcom("set", key=self.KEY, value=tokens, **self._where)
         except Exception:
             self._log.warning("Could not save log positions; a restart may repeat lines")
             return
         self._saved = dict(tokens)
+
+
+async def _xcom(method: str, **kwargs: Any) -> Any:
+    """Call XCom's async method; where it cannot run (``airflow dags test`` runs triggers
+    inline, without the triggerer's async channel), its sync twin in a thread."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    try:
+        return await getattr(XCom, f"a{method}")(**kwargs)
+    except Exception:
+        return await asyncio.to_thread(getattr(XCom, method), **kwargs)

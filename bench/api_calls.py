@@ -50,7 +50,7 @@ def main() -> None:
             {
                 "conn_type": "aws",
                 "login": "local",
-                "password": "local",
+                "password": "local-dummy-secret",
                 "extra": {"endpoint_url": endpoint.url, "region_name": "us-east-1"},
             }
         )

@@ -105,7 +105,7 @@ def connection(local, monkeypatch):
     value = {
         "conn_type": "aws",
         "login": "local",
-        "password": "local",
+        "password": "local-dummy-secret",
         "extra": {"endpoint_url": local.url, "region_name": "us-east-1"},
     }
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(value))

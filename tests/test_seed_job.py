@@ -29,7 +29,7 @@ def hook(endpoint, monkeypatch) -> SidecarBatchHook:
     connection = {
         "conn_type": "aws",
         "login": "local",
-        "password": "local",
+        "password": "local-dummy-secret",
         "extra": {"endpoint_url": endpoint.url, "region_name": "us-east-1"},
     }
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection))
