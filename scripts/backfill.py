@@ -52,6 +52,8 @@ NEW_YORK = ZoneInfo("America/New_York")
 BUCKET = "sidecar-exports"
 JOB_QUEUE = "sidecar-local"
 _TERMINAL = {"success", "failed"}
+#: Tries of `airflow backfill create` that failed half-way before giving up.
+ATTEMPTS = 3
 
 
 @dataclass
@@ -189,19 +191,29 @@ def create_backfill(
             finish_backfill(stack, backfill["id"])
             print(f"  cancelled backfill {backfill['id']}, left unfinished by an earlier run")
     known = {b["id"] for b in listed}
-    created = stack.airflow(
+    command = [
         *("backfill", "create", "--dag-id", DAG_ID),
         *("--from-date", new_york_midnight(start).isoformat()),
         *("--to-date", new_york_midnight(end).isoformat()),
         *("--max-active-runs", str(max_active_runs), "--reprocess-behavior", reprocess),
-    )
-    if created.returncode:
-        raise StackError(f"airflow backfill create failed:\n{created.stdout}{created.stderr}")
-    listed = stack.api("GET", f"/api/v2/backfills?dag_id={DAG_ID}&limit=100")["backfills"]
-    new = [b["id"] for b in listed if b["id"] not in known]
-    if not new:
-        raise StackError("airflow backfill create succeeded but no new backfill is listed")
-    return int(max(new))
+    ]
+    for attempt in range(1, ATTEMPTS + 1):
+        created = stack.airflow(*command)
+        listed = stack.api("GET", f"/api/v2/backfills?dag_id={DAG_ID}&limit=100")["backfills"]
+        new = [b for b in listed if b["id"] not in known]
+        if created.returncode == 0 and new:
+            return int(max(b["id"] for b in new))
+        # A failure after the backfill row was committed leaves it without its runs (SQLite
+        # refusing a write mid-way does that): cancel it, then try again. Any other failure,
+        # such as a bad date, fails the same way again, so it is reported at once.
+        if not new or attempt == ATTEMPTS:
+            break
+        for backfill in new:
+            finish_backfill(stack, backfill["id"])
+            known.add(backfill["id"])
+        print(f"  airflow backfill create failed half-way (attempt {attempt}); trying again")
+    output = (created.stdout + created.stderr).splitlines()
+    raise StackError("airflow backfill create failed; its last lines:\n" + "\n".join(output[-20:]))
 
 
 def finish_backfill(stack: AirflowStack, backfill_id: int) -> None:
@@ -445,14 +457,17 @@ def run(args: argparse.Namespace) -> int:
         before = endpoint.stats()
 
         env = {**os.environ, "AIRFLOW_CONN_SIDECAR_BATCH": _connection(endpoint.url)}
-        stack = AirflowStack(env, args.log_dir, parallelism=args.parallelism).start()
-        print(f"== Airflow on {stack.api_url}, up in {stack.startup_seconds['total']:.1f} s")
+        stack = AirflowStack(env, args.log_dir, parallelism=args.parallelism)
+        # The backfill is created before the scheduler and the triggerer start: on SQLite, the
+        # CLI's transaction fails ("database is locked") when they commit in the middle of it.
+        stack.start("api-server", "dag-processor")
         restore_pause = stack.unpause(DAG_ID)
-
         since = time.time()
         backfill_id = create_backfill(
             stack, args.start, args.end, args.max_active_runs, args.reprocess
         )
+        stack.start("scheduler", "triggerer")
+        print(f"== Airflow on {stack.api_url}, up in {stack.startup_seconds['total']:.1f} s")
         print(
             f"== backfill {backfill_id}: {len(days)} New York days {args.start} to {args.end}, "
             f"{args.max_active_runs} runs at once, reprocess {args.reprocess}",
