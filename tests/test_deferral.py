@@ -18,48 +18,16 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow_sidecar_batch.exceptions import BatchJobFailedError, BatchJobTimeoutError
 from airflow_sidecar_batch.operators import SidecarBatchOperator
 from airflow_sidecar_batch.triggers import SidecarBatchJobTrigger
-from tests.support import ROOT, start_endpoint, stop_endpoint
+from tests.support import (
+    PROGRAMS,
+    ROOT,
+    connection_json,
+    stand_in_definition,
+    start_program_endpoint,
+    stop_endpoint,
+)
 
-PROGRAMS = Path(__file__).parent / "programs"
 CONN_ID = "sidecar_deferral_test"
-
-
-def definition(name: str, pipeline_env: dict[str, str] | None = None) -> dict:
-    environment = [{"name": k, "value": v} for k, v in (pipeline_env or {}).items()]
-    container = {
-        "resourceRequirements": [
-            {"type": "VCPU", "value": "0.25"},
-            {"type": "MEMORY", "value": "1024"},
-        ],
-        "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-stream-prefix": "t"}},
-    }
-    return {
-        "jobDefinitionName": name,
-        "type": "container",
-        "platformCapabilities": ["FARGATE"],
-        "ecsProperties": {
-            "taskProperties": [
-                {
-                    "executionRoleArn": "arn:aws:iam::123456789012:role/exec",
-                    "containers": [
-                        {
-                            **container,
-                            "name": "main-app",
-                            "image": "test/app:1",
-                            "essential": False,
-                        },
-                        {
-                            **container,
-                            "name": "data-pipeline",
-                            "image": "test/chatty:1",
-                            "environment": environment,
-                            "dependsOn": [{"containerName": "main-app", "condition": "START"}],
-                        },
-                    ],
-                }
-            ]
-        },
-    }
 
 
 def make_operator(definition_file: str, job_name: str) -> SidecarBatchOperator:
@@ -89,26 +57,14 @@ async def first_event(trigger: SidecarBatchJobTrigger) -> dict:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("deferral")
-    images = {
-        "test/app": {"entrypoint": ["{python}", str(PROGRAMS / "app.py")], "command": []},
-        "test/chatty": {"entrypoint": ["{python}", str(PROGRAMS / "chatty.py")], "command": []},
-    }
-    (folder / "images.yaml").write_text(json.dumps({"images": images}))
-    running = start_endpoint(folder / "endpoint.log", "--images", str(folder / "images.yaml"))
+    running = start_program_endpoint(tmp_path_factory.mktemp("deferral"), "app", "chatty")
     yield running
     stop_endpoint(running)
 
 
 @pytest.fixture
 def connection(local, monkeypatch):
-    value = {
-        "conn_type": "aws",
-        "login": "local",
-        "password": "local-dummy-secret",
-        "extra": {"endpoint_url": local.url, "region_name": "us-east-1"},
-    }
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(value))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(local.url))
     return CONN_ID
 
 
@@ -155,7 +111,7 @@ def test_every_line_once_and_in_order_from_a_deferred_wait(
     )
     throttled_before = local.stats().get("faults", {}).get("throttle.logs.GetLogEvents", 0)
     path = tmp_path / "definition.json"
-    path.write_text(json.dumps(definition("chatty")))
+    path.write_text(json.dumps(stand_in_definition("chatty")))
     operator = make_operator(str(path), "chatty")
     context = make_context("run-lines")
 
@@ -184,7 +140,7 @@ def test_every_line_once_and_in_order_from_a_deferred_wait(
 
 def test_a_failed_pipeline_explains_itself(connection, tmp_path):
     path = tmp_path / "definition.json"
-    path.write_text(json.dumps(definition("failing", {"LINES": "30", "CODE": "3"})))
+    path.write_text(json.dumps(stand_in_definition("failing", {"LINES": "30", "CODE": "3"})))
     operator = make_operator(str(path), "failing")
     context = make_context("run-failing")
 
@@ -208,7 +164,7 @@ def test_a_retry_after_the_worker_died_attaches_to_the_submitted_job(
     # Held in RUNNABLE until the retry has attached, so it cannot finish before the retry looks.
     faults({"faults": [{"kind": "hold_runnable", "job_name_prefix": "retry"}]})
     path = tmp_path / "definition.json"
-    path.write_text(json.dumps(definition("retry", {"LINES": "8"})))
+    path.write_text(json.dumps(stand_in_definition("retry", {"LINES": "8"})))
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     died = subprocess.run(
         [sys.executable, str(PROGRAMS / "submit_and_die.py"), str(path), "retry", "run-retry"],
@@ -249,7 +205,7 @@ def test_a_job_held_in_runnable_past_its_queue_deadline_is_terminated(
 ):
     faults({"faults": [{"kind": "hold_runnable", "job_name_prefix": "held"}]})
     path = tmp_path / "definition.json"
-    path.write_text(json.dumps(definition("held", {"LINES": "4"})))
+    path.write_text(json.dumps(stand_in_definition("held", {"LINES": "4"})))
     operator = make_operator(str(path), "held")
     operator.queue_timeout = timedelta(seconds=2)
     context = make_context("run-held")

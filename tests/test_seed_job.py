@@ -10,7 +10,7 @@ import pytest
 
 from airflow_sidecar_batch.hooks import SidecarBatchHook, client_settings
 from airflow_sidecar_batch.job_definition import ensure_job_definition, prepare_job_definition
-from tests.support import ROOT, flights_on
+from tests.support import ROOT, connection_json
 from tests.test_deferral import defer, first_event, make_context
 
 SEED = ROOT.parent / "shared" / "inputs" / "seed-jobdef.json"
@@ -26,13 +26,7 @@ def seed_text() -> str:
 
 @pytest.fixture
 def hook(endpoint, monkeypatch) -> SidecarBatchHook:
-    connection = {
-        "conn_type": "aws",
-        "login": "local",
-        "password": "local-dummy-secret",
-        "extra": {"endpoint_url": endpoint.url, "region_name": "us-east-1"},
-    }
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(endpoint.url))
     return SidecarBatchHook(**client_settings(CONN_ID, None, None, None))
 
 
@@ -45,7 +39,9 @@ def _active(hook: SidecarBatchHook, name: str) -> list[dict]:
     return hook.describe_active_job_definitions(name)
 
 
-def test_the_seed_registers_and_its_job_runs_this_projects_containers(seed_text, hook, endpoint):
+def test_the_seed_registers_and_its_job_runs_this_projects_containers(
+    seed_text, hook, endpoint, flights_per_day
+):
     from airflow_sidecar_batch.operators import SidecarBatchOperator
 
     day = {"start": "2013-01-05T05:00:00+00:00", "end": "2013-01-06T05:00:00+00:00"}
@@ -74,7 +70,7 @@ def test_the_seed_registers_and_its_job_runs_this_projects_containers(seed_text,
     assert result["status"] == "SUCCEEDED"
     assert containers["data-pipeline"]["exitCode"] == 0
     # The dataset's own count of flights scheduled on New York's 2013-01-05.
-    assert manifest["row_count"] == flights_on(2013, 1, 5)
+    assert manifest["row_count"] == sum(flights_per_day["2013-01-05"].values())
     # HEALTHY became START, and the pipeline waited for the app itself.
     depends = containers["data-pipeline"]["dependsOn"]
     assert depends == [{"containerName": "main-app", "condition": "START"}]

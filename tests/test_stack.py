@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -11,22 +10,15 @@ from pathlib import Path
 import pytest
 
 from scripts.stack import AirflowStack
-from tests.support import start_endpoint, stop_endpoint
+from tests.support import connection_json, start_program_endpoint, stop_endpoint
 
-PROGRAMS = Path(__file__).parent / "programs"
 DAG_ID = "deferral_stack"
 WAITER_DELAY = 2  # the DAG's
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("stack-endpoint")
-    images = {
-        "test/app": {"entrypoint": ["{python}", str(PROGRAMS / "app.py")], "command": []},
-        "test/chatty": {"entrypoint": ["{python}", str(PROGRAMS / "chatty.py")], "command": []},
-    }
-    (folder / "images.yaml").write_text(json.dumps({"images": images}))
-    running = start_endpoint(folder / "endpoint.log", "--images", str(folder / "images.yaml"))
+    running = start_program_endpoint(tmp_path_factory.mktemp("stack-endpoint"), "app", "chatty")
     yield running
     stop_endpoint(running)
 
@@ -34,18 +26,12 @@ def local(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stack(local, tmp_path_factory):
     home = tmp_path_factory.mktemp("stack-home")
-    connection = {
-        "conn_type": "aws",
-        "login": "local",
-        "password": "local-dummy-secret",
-        "extra": {"endpoint_url": local.url, "region_name": "us-east-1"},
-    }
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).parent / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_SIDECAR_BATCH": json.dumps(connection),
+        "AIRFLOW_CONN_SIDECAR_BATCH": connection_json(local.url),
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     with AirflowStack(env, home / "logs") as running:

@@ -10,14 +10,7 @@ import pendulum
 from airflow.sdk import DAG
 
 from airflow_sidecar_batch.operators import SidecarBatchOperator
-
-CONTAINER = {
-    "resourceRequirements": [
-        {"type": "VCPU", "value": "0.25"},
-        {"type": "MEMORY", "value": "1024"},
-    ],
-    "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-stream-prefix": "stack"}},
-}
+from tests.support import stand_in_definition
 
 with DAG(
     dag_id="deferral_stack",
@@ -27,32 +20,7 @@ with DAG(
 ) as dag:
     SidecarBatchOperator(
         task_id="export",
-        job_definition={
-            "jobDefinitionName": "deferral-stack",
-            "type": "container",
-            "platformCapabilities": ["FARGATE"],
-            "ecsProperties": {
-                "taskProperties": [
-                    {
-                        "executionRoleArn": "arn:aws:iam::123456789012:role/exec",
-                        "containers": [
-                            {
-                                **CONTAINER,
-                                "name": "main-app",
-                                "image": "test/app:1",
-                                "essential": False,
-                            },
-                            {
-                                **CONTAINER,
-                                "name": "data-pipeline",
-                                "image": "test/chatty:1",
-                                "dependsOn": [{"containerName": "main-app", "condition": "START"}],
-                            },
-                        ],
-                    }
-                ]
-            },
-        },
+        job_definition=stand_in_definition("deferral-stack"),
         job_queue="sidecar-local",
         job_name="stack-{{ dag_run.conf.get('name', 'job') }}",
         container_overrides={
