@@ -133,6 +133,8 @@ class SidecarBatchOperator(BaseOperator):
         compiled = prepare_job_definition(self._definition_source())
         identity = TaskIdentity.from_context(context)
         job_name = identity.job_name(self.job_name or f"{self.dag_id}-{self.task_id}")
+        # Every check of the request runs here, before any AWS call.
+        request = self._submit_request(compiled.request, job_name, identity)
 
         job = find_previous_job(hook, self.job_queue, job_name, identity)
         step = job_step(job) if job else None
@@ -150,7 +152,8 @@ class SidecarBatchOperator(BaseOperator):
             job_id = step.job_id
         else:
             arn = ensure_job_definition(hook, compiled.request)
-            job_id = self._submit(hook, context, compiled.request, arn, job_name, identity)
+            job_id = self._submit(hook, compiled.request, request, arn)
+        self._job_id = job_id
         persist_job_link(context, self, job_id, hook.conn_region_name, hook.conn_partition)
 
         trigger = SidecarBatchJobTrigger(
@@ -189,15 +192,10 @@ class SidecarBatchOperator(BaseOperator):
         return source
 
     def _submit(
-        self,
-        hook: SidecarBatchHook,
-        context: Context,
-        definition: dict[str, Any],
-        arn: str,
-        job_name: str,
-        identity: TaskIdentity,
+        self, hook: SidecarBatchHook, definition: dict[str, Any], request: dict[str, Any], arn: str
     ) -> str:
-        request = self._submit_request(definition, arn, job_name, identity)
+        request = {**request, "jobDefinition": arn}
+        check_submit_size(request)
         try:
             job = hook.submit_job(request)
         except ClientError:
@@ -207,13 +205,14 @@ class SidecarBatchOperator(BaseOperator):
                 raise
             job = hook.submit_job({**request, "jobDefinition": fresh})
         self.log.info(
-            "Submitted Batch job %s (%s) to queue %s", job_name, job["jobId"], self.job_queue
+            "Submitted Batch job %s (%s) to queue %s", job["jobName"], job["jobId"], self.job_queue
         )
         return job["jobId"]
 
     def _submit_request(
-        self, definition: dict[str, Any], arn: str, job_name: str, identity: TaskIdentity
+        self, definition: dict[str, Any], job_name: str, identity: TaskIdentity
     ) -> dict[str, Any]:
+        """Build and check the SubmitJob request; the definition's ARN is put in at submit."""
         overrides = check_overrides(definition, self.container_overrides or {})
         parameters = dict(self.parameters or {})
         if self.payload is not None:
@@ -222,7 +221,8 @@ class SidecarBatchOperator(BaseOperator):
         request: dict[str, Any] = {
             "jobName": job_name,
             "jobQueue": self.job_queue,
-            "jobDefinition": arn,
+            # The ARN is longer than the name by less than 100 bytes; checked again at submit.
+            "jobDefinition": definition["jobDefinitionName"],
             "parameters": parameters,
             "tags": {**(self.tags or {}), **identity.tags()},
         }
@@ -233,6 +233,18 @@ class SidecarBatchOperator(BaseOperator):
 
     def _emit(self, stream: LogStream, message: str) -> None:
         self.log.info("[%s] %s", stream.container, message)
+
+    def on_kill(self) -> None:
+        """Terminate the job when the task is killed while it waits in the worker.
+
+        A deferred task is never killed here: its trigger's ``on_kill`` terminates the job.
+        """
+        job_id = getattr(self, "_job_id", None)
+        if job_id is None:
+            return
+        reason = f"Airflow task {self.dag_id}.{self.task_id} was killed while waiting"
+        self.log.info("Terminating Batch job %s: %s", job_id, reason)
+        SidecarBatchHook(**self._settings()).terminate_job(job_id, reason)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: read what is left of the logs, then succeed or raise."""

@@ -15,7 +15,11 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_sidecar_batch.exceptions import BatchJobFailedError, BatchJobTimeoutError
+from airflow_sidecar_batch.exceptions import (
+    BatchJobFailedError,
+    BatchJobTimeoutError,
+    SubmitRequestError,
+)
 from airflow_sidecar_batch.operators import SidecarBatchOperator
 from airflow_sidecar_batch.triggers import SidecarBatchJobTrigger
 from tests.support import (
@@ -219,3 +223,18 @@ def test_a_job_held_in_runnable_past_its_queue_deadline_is_terminated(
     assert "compute environments of job queue 'sidecar-local'" in str(late.value)
     assert job["status"] == "FAILED"
     assert "queue deadline" in job["statusReason"]
+
+
+def test_a_bad_override_is_refused_before_any_aws_call(local, connection, tmp_path):
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(stand_in_definition("refused")))
+    operator = make_operator(str(path), "refused")
+    operator.container_overrides = {"data-pipelin": {"environment": {"LINES": "1"}}}
+    before = {k: v for k, v in local.stats()["calls"].items() if k.startswith("batch.")}
+
+    with pytest.raises(SubmitRequestError, match="data-pipelin") as refused:
+        operator.execute(make_context("run-refused"))
+
+    after = {k: v for k, v in local.stats()["calls"].items() if k.startswith("batch.")}
+    assert "data-pipeline" in str(refused.value)  # the containers it does have
+    assert after == before
