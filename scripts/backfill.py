@@ -385,7 +385,7 @@ def report(
         lines.append(
             f"{r.day:10}  {job:37}  {r.job_status or r.run_state:9}  "
             f"{_num(r.rows):>5}  {_num(r.expected_rows):>7}  {_secs(r.job_seconds):>5}  "
-            f"{_secs(r.run_seconds):>5}  {(r.sha256 or '-')[:12]}"
+            f"{_secs(r.run_seconds):>5}  {(r.sha256 or '-')[:8]}"
             + (f"  <- {r.problem}" if r.problem else "")
         )
     if any(r.reused for r in results):
@@ -414,12 +414,10 @@ def compare(results: Sequence[DayResult], previous: Mapping[str, Any]) -> str:
         for r in shared
         if (r.rows, r.sha256) != (before[r.day]["rows"], before[r.day]["sha256"])
     ]
+    when = previous.get("finished_at")
     if changed:
-        return f"compared with the previous run: changed exports on {', '.join(changed)}"
-    return (
-        f"compared with the previous run ({previous.get('finished_at')}): "
-        f"{len(shared)} exports unchanged (same row counts and SHA-256 of the data objects)"
-    )
+        return f"changed since the previous run ({when}): {', '.join(changed)}"
+    return f"unchanged since the previous run ({when}): {len(shared)} exports, same rows, SHA-256"
 
 
 def _num(value: int | None) -> str:
