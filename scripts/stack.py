@@ -24,7 +24,8 @@ What it sets on top of the given environment, and why:
   ``http://localhost:8080/execution/``, whatever port the api-server got;
 - ``[scheduler] use_job_schedule = False`` unless ``scheduled_runs=True``: the example DAGs
   catch up from 2013, so unpausing one for a backfill would otherwise also queue a scheduled run
-  for every day since then. Backfills, manual runs and ``airflow dags trigger`` still run.
+  for every day since then. Backfills, manual runs and ``airflow dags trigger`` still run;
+  Asset-triggered runs, made by the same part of the scheduler, need ``scheduled_runs=True``.
 - ``--skip-serve-logs`` for the scheduler and the triggerer: their log servers bind every
   interface, and the api-server reads the task and trigger logs from this machine's files anyway.
 

@@ -1,8 +1,9 @@
-"""``scripts/stack.py``: the Airflow components start healthy, listen on loopback only, the
-triggerer restarts, and nothing outlives a stop or a Ctrl-C."""
+"""``scripts/stack.py``: the Airflow components start healthy and listen on loopback only, an
+Asset event runs its consumer DAG, the triggerer restarts, nothing outlives a stop or a Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -81,34 +82,82 @@ def wait_until(condition, timeout: float, what: str):
     return result
 
 
+@pytest.fixture(scope="module")
+def stack(airflow_env, tmp_path_factory):
+    """One stack for the module's tests, with scheduled (and Asset-triggered) runs on."""
+    running = AirflowStack(
+        airflow_env, tmp_path_factory.mktemp("stack-logs"), scheduled_runs=True
+    ).start()
+    yield running
+    running.stop()
+
+
+def all_pids(stack: AirflowStack) -> set[int]:
+    return set().union(*(group_pids(c.process.pid) for c in stack.components.values()))
+
+
 @pytest.mark.e2e
-def test_stack_starts_on_loopback_restarts_the_triggerer_and_stops_everything(
-    airflow_env, tmp_path
-):
-    stack = AirflowStack(airflow_env, tmp_path / "logs")
-    with stack:
-        assert set(stack.startup_seconds) == {"migrate", *COMPONENTS, "total"}
-        health = stack.api("GET", "/api/v2/monitor/health")
-        assert {health[key]["status"] for key in health} == {"healthy"}
+def test_stack_is_healthy_and_listens_on_loopback_only(stack):
+    assert set(stack.startup_seconds) == {"migrate", *COMPONENTS, "total"}
+    health = stack.api("GET", "/api/v2/monitor/health")
+    assert {health[key]["status"] for key in health} == {"healthy"}
 
-        groups = {name: c.process.pid for name, c in stack.components.items()}
-        pids = set().union(*(group_pids(pgid) for pgid in groups.values()))
-        addresses = listening_addresses(pids)
-        assert addresses, "the api-server listens somewhere"
-        assert all(is_loopback(a) for a in addresses), addresses
+    addresses = listening_addresses(all_pids(stack))
+    assert addresses, "the api-server listens somewhere"
+    assert all(is_loopback(a) for a in addresses), addresses
 
-        old = groups["triggerer"]
-        seconds = stack.restart("triggerer")
-        new = stack.components["triggerer"].process.pid
-        assert new != old
-        assert not group_pids(old), "the old triggerer and its children are gone"
-        assert seconds < stack.startup_timeout
-        assert stack.api("GET", "/api/v2/monitor/health")["triggerer"]["status"] == "healthy"
-        assert "restarted by stack.py" in (tmp_path / "logs" / "triggerer.log").read_text()
-        groups["triggerer"] = new
 
+@pytest.mark.e2e
+def test_an_asset_event_runs_the_check_dag_for_the_day_it_names(stack, endpoint):
+    day, window, counts = "2013-05-05", {"start": "a", "end": "b"}, {"EWR": 3, "JFK": 4, "LGA": 5}
+    s3 = endpoint.client("s3")
+    manifests = {f"flights/date={day}/manifest.json": {"window": window, "row_count": 12}}
+    for origin, rows in counts.items():
+        key = f"flights_by_origin/date={day}/origin={origin}/manifest.json"
+        manifests[key] = {"origin": origin, "window": window, "row_count": rows}
+    for key, manifest in manifests.items():
+        s3.put_object(Bucket="sidecar-exports", Key=key, Body=json.dumps(manifest).encode())
+    stack.wait_for_dag("flights_by_origin")  # declares the Asset
+    stack.unpause("flights_by_origin_check")
+    try:
+        assets = stack.api("GET", "/api/v2/assets?name_pattern=nyc_flights_by_origin")["assets"]
+        event = {"asset_id": assets[0]["id"], "extra": {"day": day}}
+        stack.api("POST", "/api/v2/assets/events", event)
+
+        runs = "/api/v2/dags/flights_by_origin_check/dagRuns?run_type=asset_triggered"
+        finished = wait_until(
+            lambda: [
+                r for r in stack.api("GET", runs)["dag_runs"] if r["state"] in ("success", "failed")
+            ],
+            120,
+            "an Asset-triggered run of flights_by_origin_check",
+        )
+    finally:
+        stack.pause("flights_by_origin_check")
+    assert finished[0]["state"] == "success"
+    xcom = (
+        f"/api/v2/dags/flights_by_origin_check/dagRuns/{finished[0]['dag_run_id']}"
+        "/taskInstances/check_row_counts/xcomEntries/return_value"
+    )
+    assert stack.api("GET", xcom)["value"] == {day: {**counts, "day": 12}}
+
+
+@pytest.mark.e2e
+def test_restart_replaces_the_triggerer_and_stop_leaves_no_process(stack, tmp_path):
+    old = stack.components["triggerer"].process.pid
+
+    seconds = stack.restart("triggerer")
+
+    assert stack.components["triggerer"].process.pid != old
+    assert not group_pids(old), "the old triggerer and its children are gone"
+    assert seconds < stack.startup_timeout
+    assert stack.api("GET", "/api/v2/monitor/health")["triggerer"]["status"] == "healthy"
+    assert "restarted by stack.py" in stack.components["triggerer"].log.read_text()
+
+    groups = [c.process.pid for c in stack.components.values()]
+    stack.stop()
     assert all(not c.running for c in stack.components.values())
-    assert not set().union(*(group_pids(pgid) for pgid in groups.values()))
+    assert not set().union(*(group_pids(pgid) for pgid in groups))
 
 
 @pytest.mark.e2e
