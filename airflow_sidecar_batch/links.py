@@ -71,3 +71,12 @@ def persist_log_links(
             awslogs_group=stream.group,
             awslogs_stream_name=stream.name,
         )
+
+
+def reserve_log_links(context: Context) -> None:
+    """Store empty log links until the streams exist.
+
+    Airflow reads every link when the task defers; a missing key would be logged as an error.
+    """
+    for link in _BY_POSITION:
+        context["ti"].xcom_push(key=link.key, value={})

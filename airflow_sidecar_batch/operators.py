@@ -22,7 +22,12 @@ from airflow_sidecar_batch.job_definition import (
 )
 from airflow_sidecar_batch.job_identity import TaskIdentity, find_previous_job
 from airflow_sidecar_batch.job_status import JobStep, LogStream, job_step
-from airflow_sidecar_batch.links import EXTRA_LINKS, persist_job_link, persist_log_links
+from airflow_sidecar_batch.links import (
+    EXTRA_LINKS,
+    persist_job_link,
+    persist_log_links,
+    reserve_log_links,
+)
 from airflow_sidecar_batch.logs import LogTail, drain
 from airflow_sidecar_batch.submit_checks import (
     check_overrides,
@@ -177,6 +182,7 @@ class SidecarBatchOperator(BaseOperator):
             # Nothing read yet: the trigger finds this at once instead of asking for a missing
             # key, which the execution API answers only after its retries.
             context["ti"].xcom_push(key=LOG_POSITIONS_KEY, value={})
+            reserve_log_links(context)
             # No Airflow timeout: the trigger's own deadlines terminate the job before failing,
             # which a trigger timeout (it runs neither on_kill nor cleanup) would not.
             self.defer(trigger=trigger, method_name="execute_complete")
