@@ -86,6 +86,8 @@ class LocalEndpoint:
         self._batch_api = BatchApi(self.batch.handlers())
         self._thread: threading.Thread | None = None
         self._buckets = list(buckets)
+        # Health answers 503 until start() has made the buckets: ready means usable.
+        self._ready = threading.Event()
 
     @property
     def url(self) -> str:
@@ -98,6 +100,7 @@ class LocalEndpoint:
         self._thread.start()
         for bucket in self._buckets:
             self._create_bucket(bucket)
+        self._ready.set()
         log.info(
             "Local endpoint on %s: Batch, CloudWatch Logs and S3; job queue %s; "
             "%d job(s) at once, %s",
@@ -211,6 +214,8 @@ class LocalEndpoint:
         if method != "GET" or path not in ("/_local/health", "/_local/stats"):
             return _json(start_response, "404 Not Found", {"message": f"no route {method} {path}"})
         if path == "/_local/health":
+            if not self._ready.is_set():
+                return _json(start_response, "503 Service Unavailable", {"status": "starting"})
             return _json(start_response, "200 OK", {"status": "ok", "region": self.region})
         with self._calls_lock:
             calls = dict(sorted(self.calls.items()))
