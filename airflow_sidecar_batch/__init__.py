@@ -15,7 +15,9 @@ def get_provider_info() -> dict:
         "integrations": [
             {
                 "integration-name": "AWS Batch multi-container jobs",
-                "external-doc-url": "https://docs.aws.amazon.com/batch/latest/userguide/multi-container-jobs.html",
+                "external-doc-url": (
+                    "https://docs.aws.amazon.com/batch/latest/userguide/multi-container-jobs.html"
+                ),
                 "tags": ["aws"],
             }
         ],

@@ -19,4 +19,5 @@ airflow dags test flights_daily_export 2013-01-01 2>&1 | tee .demo/dags-test.log
 grep -q "Batch job .* SUCCEEDED" .demo/dags-test.log
 
 echo "== the export"
-python scripts/show_export.py "http://127.0.0.1:$SIDECAR_PORT" s3://sidecar-exports/flights/date=2013-01-01/
+python scripts/show_export.py "http://127.0.0.1:$SIDECAR_PORT" \
+    s3://sidecar-exports/flights/date=2013-01-01/
