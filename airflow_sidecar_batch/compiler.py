@@ -234,7 +234,8 @@ def _readiness(health: Any, path: str, refusals: list[str]) -> dict[str, str] | 
     settings = {"url": url}
     for field, default in _HEALTH_DEFAULTS.items():
         value = health.get(field, default)
-        if isinstance(value, str) and value.strip().isdigit():
+        # isdecimal, not isdigit: "²" is a digit that int() refuses.
+        if isinstance(value, str) and value.strip().isdecimal():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < _HEALTH_MINIMUMS[field]:
             unit = "retries" if field == "retries" else "seconds"

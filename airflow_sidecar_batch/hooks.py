@@ -10,10 +10,21 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 #: Throttling and 5xx answers are retried by botocore's standard mode: exponential backoff with
 #: full jitter, bounded by the attempt count. A ``botocore_config`` given by the user wins.
 DEFAULT_RETRIES: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": 8}}
+
+
+#: Log reads retry less: a log outage must not hold up the next poll of the job for a minute,
+#: and a page not read now is read next round.
+LOG_READ_ATTEMPTS = 3
+
+#: Error codes AWS gives a call that may well succeed when tried again later.
+_TRANSIENT_CODES = frozenset(
+    {"TooManyRequestsException", "ThrottlingException", "Throttling", "RequestLimitExceeded"}
+)
 
 
 def client_settings(
@@ -21,9 +32,17 @@ def client_settings(
     region_name: str | None,
     verify: bool | str | None,
     botocore_config: dict[str, Any] | None,
+    max_attempts: int | None = None,
 ) -> dict[str, Any]:
-    """Return the keyword arguments every hook of this package is built with."""
-    config = {**DEFAULT_RETRIES, **(botocore_config or {})}
+    """Return the keyword arguments every hook of this package is built with.
+
+    :param max_attempts: attempts per call under botocore's standard retry mode, when the
+        user's ``botocore_config`` says nothing of retries.
+    """
+    retries = (
+        {"retries": {"mode": "standard", "max_attempts": max_attempts}} if max_attempts else {}
+    )
+    config = {**DEFAULT_RETRIES, **retries, **(botocore_config or {})}
     return {
         "aws_conn_id": aws_conn_id,
         "region_name": region_name,
@@ -98,3 +117,11 @@ class SidecarLogsHook(AwsBaseHook):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["client_type"] = "logs"
         super().__init__(*args, **kwargs)
+
+
+def is_transient(error: Exception) -> bool:
+    """Whether a failed call is worth trying again at the next poll: throttling, 5xx, network."""
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error.response.get("Error", {}).get("Code") in _TRANSIENT_CODES or status >= 500
+    return isinstance(error, BotoCoreError)

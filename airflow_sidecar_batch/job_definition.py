@@ -59,7 +59,13 @@ def load_job_definition(source: Mapping[str, Any] | str | Path) -> dict[str, Any
                 source=name,
             ) from err
 
-    document = _parse(text, name, json_only=suffix == ".json")
+    # YAML files are read as YAML even when they look like JSON: YAML also takes '#' comments.
+    document = _parse(
+        text,
+        name,
+        as_json=suffix == ".json"
+        or (suffix not in (".yaml", ".yml") and text.lstrip().startswith("{")),
+    )
     if not isinstance(document, dict):
         raise JobDefinitionError(
             f"the document is a {type(document).__name__}, expected a mapping of "
@@ -69,8 +75,8 @@ def load_job_definition(source: Mapping[str, Any] | str | Path) -> dict[str, Any
     return document
 
 
-def _parse(text: str, name: str, *, json_only: bool) -> Any:
-    if json_only or text.lstrip().startswith("{"):
+def _parse(text: str, name: str, *, as_json: bool) -> Any:
+    if as_json:
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:

@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_sidecar_batch.exceptions import BatchJobFailedError, BatchJobTimeoutError
-from airflow_sidecar_batch.hooks import SidecarBatchHook, SidecarLogsHook, client_settings
+from airflow_sidecar_batch.hooks import (
+    LOG_READ_ATTEMPTS,
+    SidecarBatchHook,
+    SidecarLogsHook,
+    client_settings,
+    is_transient,
+)
 from airflow_sidecar_batch.job_definition import (
     ensure_job_definition,
     prepare_job_definition,
@@ -128,9 +134,13 @@ class SidecarBatchOperator(BaseOperator):
         self.queue_timeout = queue_timeout
         self.payload_parameter = payload_parameter
 
-    def _settings(self, region_name: str | None = None) -> dict[str, Any]:
+    def _settings(
+        self, region_name: str | None = None, max_attempts: int | None = None
+    ) -> dict[str, Any]:
         region = region_name or self.region_name
-        return client_settings(self.aws_conn_id, region, self.verify, self.botocore_config)
+        return client_settings(
+            self.aws_conn_id, region, self.verify, self.botocore_config, max_attempts
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.time()
@@ -186,7 +196,16 @@ class SidecarBatchOperator(BaseOperator):
             # No Airflow timeout: the trigger's own deadlines terminate the job before failing,
             # which a trigger timeout (it runs neither on_kill nor cleanup) would not.
             self.defer(trigger=trigger, method_name="execute_complete")
-        return self.execute_complete(context, _wait_in_worker(hook, trigger, self))
+        try:
+            event = _wait_in_worker(hook, trigger, self)
+        except BaseException as stopped:
+            # execution_timeout, a kill or a crash while waiting here: the job must not outlive
+            # the task that watched it.
+            reason = f"the Airflow task stopped waiting for it ({type(stopped).__name__})"
+            self.log.info("Terminating Batch job %s: %s", job_id, reason)
+            hook.terminate_job(job_id, reason)
+            raise
+        return self.execute_complete(context, event)
 
     def _definition_source(self) -> Mapping[str, Any] | str | Path:
         source = self.job_definition
@@ -255,7 +274,7 @@ class SidecarBatchOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: read what is left of the logs, then succeed or raise."""
         logs = event.get("logs") or {}
-        self._read_rest_of_logs(logs)
+        last_lines = _merge_lines(event.get("last_lines") or {}, self._read_rest_of_logs(logs))
         if logs.get("streams"):
             hook = SidecarBatchHook(**self._settings())
             persist_log_links(
@@ -266,7 +285,7 @@ class SidecarBatchOperator(BaseOperator):
         if outcome in ("queue_timeout", "run_timeout"):
             raise BatchJobTimeoutError(_timeout_message(step, outcome, event, self.job_queue))
         if not step.succeeded:
-            raise BatchJobFailedError(step.failure_message(event.get("last_lines") or {}))
+            raise BatchJobFailedError(step.failure_message(last_lines))
         self.log.info("Batch job %s SUCCEEDED", step.job_name)
         return {
             "job_id": step.job_id,
@@ -275,14 +294,25 @@ class SidecarBatchOperator(BaseOperator):
             "output_location": self.output_location,
         }
 
-    def _read_rest_of_logs(self, logs: dict[str, Any] | None) -> None:
-        """Read each stream on from where the trigger stopped, once, without waiting."""
+    def _read_rest_of_logs(self, logs: dict[str, Any] | None) -> dict[str, list[str]]:
+        """Read each stream on from where the trigger stopped, once, without waiting.
+
+        :return: the lines read, by container, for the failure message.
+        """
+        read: dict[str, list[str]] = {}
         if not logs or not logs.get("streams"):
-            return
+            return read
+
+        def emit(stream: LogStream, message: str) -> None:
+            self._emit(stream, message)
+            read.setdefault(stream.container, []).append(message)
+
         tail = LogTail(logs.get("tokens"))
         tail.track(LogStream(**stream) for stream in logs["streams"])
         for region in tail.regions():
-            drain(tail, SidecarLogsHook(**self._settings(region)).conn, self._emit, region)
+            settings = self._settings(region, LOG_READ_ATTEMPTS)
+            drain(tail, SidecarLogsHook(**settings).conn, emit, region)
+        return read
 
 
 def _wait_in_worker(
@@ -295,11 +325,24 @@ def _wait_in_worker(
     def read_logs() -> None:
         for region in watch.tail.regions():
             if region not in logs:
-                logs[region] = SidecarLogsHook(**operator._settings(region)).conn
+                settings = operator._settings(region, LOG_READ_ATTEMPTS)
+                logs[region] = SidecarLogsHook(**settings).conn
             drain(watch.tail, logs[region], watch.emit, region)
 
     while True:
-        jobs = hook.describe_jobs([trigger.job_id])
+        try:
+            jobs = hook.describe_jobs([trigger.job_id])
+        except (ClientError, BotoCoreError) as error:
+            if not is_transient(error):
+                raise
+            operator.log.warning(
+                "Could not describe Batch job %s (%s); trying again in %s s",
+                trigger.job_name,
+                type(error).__name__,
+                trigger.waiter_delay,
+            )
+            time.sleep(trigger.waiter_delay)
+            continue
         verdict = watch.observe(jobs[0] if jobs else None)
         read_logs()
         if verdict.outcome == "finished":
@@ -312,6 +355,14 @@ def _wait_in_worker(
             hook.terminate_job(trigger.job_id, str(verdict.reason)[:255])
             return watch.event(verdict)
         time.sleep(trigger.waiter_delay)
+
+
+def _merge_lines(
+    earlier: dict[str, list[str]], later: dict[str, list[str]], keep: int = 20
+) -> dict[str, list[str]]:
+    """Each container's last ``keep`` lines, from the trigger's and then the worker's reads."""
+    names = [*earlier, *(name for name in later if name not in earlier)]
+    return {name: [*earlier.get(name, []), *later.get(name, [])][-keep:] for name in names}
 
 
 def _timeout_message(step: JobStep, outcome: str, event: dict[str, Any], queue: str) -> str:

@@ -8,8 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from botocore.exceptions import BotoCoreError, ClientError
 
-from airflow_sidecar_batch.hooks import SidecarBatchHook, SidecarLogsHook, client_settings
+from airflow_sidecar_batch.hooks import (
+    LOG_READ_ATTEMPTS,
+    SidecarBatchHook,
+    SidecarLogsHook,
+    client_settings,
+    is_transient,
+)
 from airflow_sidecar_batch.logs import adrain
 from airflow_sidecar_batch.watch import JobWatch
 
@@ -89,9 +96,13 @@ class SidecarBatchJobTrigger(BaseTrigger):
             },
         )
 
-    def _settings(self, region_name: str | None = None) -> dict[str, Any]:
+    def _settings(
+        self, region_name: str | None = None, max_attempts: int | None = None
+    ) -> dict[str, Any]:
         region = region_name or self.region_name
-        return client_settings(self.aws_conn_id, region, self.verify, self.botocore_config)
+        return client_settings(
+            self.aws_conn_id, region, self.verify, self.botocore_config, max_attempts
+        )
 
     def watch(self, log: Any, tokens: dict[str, str] | None = None) -> JobWatch:
         """Return the decisions this trigger makes, for a loop that logs to ``log``."""
@@ -115,7 +126,20 @@ class SidecarBatchJobTrigger(BaseTrigger):
             )
             logs = _LogClients(self, clients, watch)
             while True:
-                jobs = (await batch.describe_jobs(jobs=[self.job_id]))["jobs"]
+                try:
+                    jobs = (await batch.describe_jobs(jobs=[self.job_id]))["jobs"]
+                except (ClientError, BotoCoreError) as error:
+                    if not is_transient(error):
+                        raise
+                    # Still running as far as anyone knows: a poll costs no retry of the task.
+                    self.log.warning(
+                        "Could not describe Batch job %s (%s); trying again in %s s",
+                        self.job_name,
+                        type(error).__name__,
+                        self.waiter_delay,
+                    )
+                    await asyncio.sleep(self.waiter_delay)
+                    continue
                 verdict = watch.observe(jobs[0] if jobs else None)
                 await logs.drain()
                 await progress.save(watch.tail.tokens())
@@ -186,7 +210,7 @@ class _LogClients:
         for region in tail.regions():
             client = self._clients.get(region)
             if client is None:
-                hook = SidecarLogsHook(**self._trigger._settings(region))
+                hook = SidecarLogsHook(**self._trigger._settings(region, LOG_READ_ATTEMPTS))
                 client = await self._stack.enter_async_context(await hook.get_async_conn())
                 self._clients[region] = client
             await adrain(tail, client, self._watch.emit, region)

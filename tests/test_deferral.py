@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -86,8 +87,9 @@ def defer(operator: SidecarBatchOperator, context: dict) -> SidecarBatchJobTrigg
 
 def container_lines(output: str, container: str) -> list[str]:
     """The lines the task log shows for one container, in the order shown."""
-    # Airflow's log renderer pads the message and appends the logger's name in brackets.
-    pattern = re.compile(rf"\[{re.escape(container)}\] (.*?)\s+\[airflow_sidecar_batch")
+    # Airflow's log renderer pads the message and appends the logger's name in brackets: the
+    # trigger's, or the operator's for lines read in execute_complete.
+    pattern = re.compile(rf"\[{re.escape(container)}\] (.*?)\s+\[airflow[._]")
     return pattern.findall(output)
 
 
@@ -238,3 +240,26 @@ def test_a_bad_override_is_refused_before_any_aws_call(local, connection, tmp_pa
     after = {k: v for k, v in local.stats()["calls"].items() if k.startswith("batch.")}
     assert "data-pipeline" in str(refused.value)  # the containers it does have
     assert after == before
+
+
+def test_polls_that_fail_for_a_while_do_not_fail_the_task(local, connection, faults, tmp_path):
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(stand_in_definition("patient", {"LINES": "8"})))
+    operator = make_operator(str(path), "patient")
+    # One attempt per call, so the injected throttling reaches the trigger at once.
+    operator.botocore_config = {"retries": {"mode": "standard", "max_attempts": 1}}
+    context = make_context("run-patient")
+    trigger = defer(operator, context)
+    throttle = {"kind": "throttle", "api": "batch.DescribeJobs", "fraction": 1.0}
+    faults({"faults": [{**throttle, "job_name_prefix": "patient"}]})
+    before = local.stats().get("faults", {}).get("throttle.batch.DescribeJobs", 0)
+    lift = threading.Timer(3.0, put_faults, args=(local, {"faults": []}))
+    lift.start()
+    try:
+        event = asyncio.run(first_event(trigger))
+    finally:
+        lift.cancel()
+
+    throttled = local.stats()["faults"]["throttle.batch.DescribeJobs"] - before
+    assert throttled >= 2
+    assert operator.execute_complete(context, event)["status"] == "SUCCEEDED"
