@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -263,3 +264,37 @@ def test_polls_that_fail_for_a_while_do_not_fail_the_task(local, connection, fau
     throttled = local.stats()["faults"]["throttle.batch.DescribeJobs"] - before
     assert throttled >= 2
     assert operator.execute_complete(context, event)["status"] == "SUCCEEDED"
+
+
+def test_a_worker_side_wait_that_times_out_terminates_its_job(
+    local, connection, tmp_path, monkeypatch
+):
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    from airflow_sidecar_batch import operators
+
+    path = tmp_path / "definition.json"
+    path.write_text(
+        json.dumps(stand_in_definition("timeout", {"LINES": "60", "LINE_INTERVAL": "1"}))
+    )
+    operator = make_operator(str(path), "timeout")
+    operator.deferrable = False
+
+    def timer_fires(seconds: float) -> None:
+        # Airflow's execution_timeout raises in the worker wherever it waits: here, a sleep.
+        raise AirflowTaskTimeout("Timeout, PID: 1")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(operators.time, "sleep", timer_fires)
+        with pytest.raises(AirflowTaskTimeout):
+            operator.execute(make_context("run-timeout"))
+
+    batch = local.client("batch")
+    (summary,) = batch.list_jobs(
+        jobQueue="sidecar-local", filters=[{"name": "JOB_NAME", "values": ["timeout-*"]}]
+    )["jobSummaryList"]
+    deadline = time.monotonic() + 30
+    while (job := batch.describe_jobs(jobs=[summary["jobId"]])["jobs"][0])["status"] != "FAILED":
+        assert time.monotonic() < deadline, job["status"]
+        time.sleep(0.2)
+    assert "stopped waiting for it (AirflowTaskTimeout)" in job["statusReason"]
