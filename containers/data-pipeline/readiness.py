@@ -11,7 +11,8 @@ itself, with the settings an ECS ``healthCheck`` would have carried, read from t
 ``SIDECAR_READY_RETRIES``
     attempts before giving up (default 60).
 ``SIDECAR_READY_START_PERIOD_SECONDS``
-    seconds to wait before the first attempt (default 0).
+    a grace period from the start (default 0): attempts are made during it, as ECS makes them,
+    but failures in it do not count against the retries.
 ``SIDECAR_READY_TIMEOUT_SECONDS``
     timeout of each attempt (default 2).
 
@@ -114,10 +115,11 @@ def wait_until_ready(
         settings.retries,
         settings.interval_seconds,
     )
-    sleep(settings.start_period_seconds)
-
+    grace_ends = began + settings.start_period_seconds
     failure = "no attempt made"
-    for attempt in range(1, settings.retries + 1):
+    attempt = failures = 0
+    while True:
+        attempt += 1
         attempt_began = clock()
         failure = probe(settings.url, settings.timeout_seconds) or ""
         if not failure:
@@ -125,12 +127,16 @@ def wait_until_ready(
             log.info("%s answered after %.1f s (attempt %d)", settings.url, waited, attempt)
             return waited
         log.debug("attempt %d: %s", attempt, failure)
-        if attempt < settings.retries:
-            # Keep a steady cadence: a slow attempt eats into the pause that follows it.
-            sleep(max(0.0, settings.interval_seconds - (clock() - attempt_began)))
+        # As in ECS, a failure within the start period does not count against the retries.
+        if attempt_began >= grace_ends:
+            failures += 1
+            if failures >= settings.retries:
+                break
+        # Keep a steady cadence: a slow attempt eats into the pause that follows it.
+        sleep(max(0.0, settings.interval_seconds - (clock() - attempt_began)))
 
     raise NotReadyError(
-        f"{settings.url} did not answer 2xx after {settings.retries} attempts over "
+        f"{settings.url} did not answer 2xx after {attempt} attempts over "
         f"{clock() - began:.1f} s (last: {failure}); if the app needs longer to start, raise "
         "SIDECAR_READY_RETRIES, SIDECAR_READY_INTERVAL_SECONDS or "
         "SIDECAR_READY_START_PERIOD_SECONDS"

@@ -115,15 +115,34 @@ def test_gives_up_after_the_retries(health: HealthServer) -> None:
     assert health.requests == 3
 
 
-def test_start_period_comes_before_the_first_attempt(health: HealthServer) -> None:
-    pauses: list[float] = []
+def test_attempts_in_the_start_period_do_not_count(health: HealthServer) -> None:
+    now = [0.0]
     settings = readiness.ReadinessSettings(
-        url_of(health), interval_seconds=7.0, retries=2, start_period_seconds=4.0
+        url_of(health), interval_seconds=1.0, retries=2, start_period_seconds=3.0
+    )
+    health.statuses = [500] * 10
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(readiness.NotReadyError, match="after 5 attempts"):
+        readiness.wait_until_ready(settings, sleep=sleep, clock=lambda: now[0])
+
+    # Attempts at 0, 1 and 2 s fall in the start period; those at 3 and 4 s use up the retries.
+    assert health.requests == 5
+
+
+def test_an_app_ready_within_the_start_period_is_used_at_once(health: HealthServer) -> None:
+    now = [0.0]
+    settings = readiness.ReadinessSettings(
+        url_of(health), interval_seconds=1.0, retries=2, start_period_seconds=30.0
     )
     health.statuses = [500]
 
-    readiness.wait_until_ready(settings, sleep=pauses.append)
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
 
-    assert pauses[0] == 4.0
-    assert len(pauses) == 2
-    assert 6.0 < pauses[1] <= 7.0
+    waited = readiness.wait_until_ready(settings, sleep=sleep, clock=lambda: now[0])
+
+    assert waited == 1.0
+    assert health.requests == 2
