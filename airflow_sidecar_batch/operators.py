@@ -19,7 +19,6 @@ from airflow_sidecar_batch.hooks import (
     SidecarBatchHook,
     SidecarLogsHook,
     client_settings,
-    is_transient,
 )
 from airflow_sidecar_batch.job_definition import (
     ensure_job_definition,
@@ -333,14 +332,8 @@ def _wait_in_worker(
         try:
             jobs = hook.describe_jobs([trigger.job_id])
         except (ClientError, BotoCoreError) as error:
-            if not is_transient(error):
+            if not watch.poll_failed(error, trigger.waiter_delay):
                 raise
-            operator.log.warning(
-                "Could not describe Batch job %s (%s); trying again in %s s",
-                trigger.job_name,
-                type(error).__name__,
-                trigger.waiter_delay,
-            )
             time.sleep(trigger.waiter_delay)
             continue
         verdict = watch.observe(jobs[0] if jobs else None)
@@ -351,8 +344,7 @@ def _wait_in_worker(
                 read_logs()
             return watch.event(verdict)
         if verdict.terminate:
-            operator.log.info("Terminating Batch job %s: %s", trigger.job_name, verdict.reason)
-            hook.terminate_job(trigger.job_id, str(verdict.reason)[:255])
+            hook.terminate_job(trigger.job_id, watch.terminating(verdict))
             return watch.event(verdict)
         time.sleep(trigger.waiter_delay)
 

@@ -15,7 +15,6 @@ from airflow_sidecar_batch.hooks import (
     SidecarBatchHook,
     SidecarLogsHook,
     client_settings,
-    is_transient,
 )
 from airflow_sidecar_batch.logs import adrain
 from airflow_sidecar_batch.watch import JobWatch
@@ -129,15 +128,8 @@ class SidecarBatchJobTrigger(BaseTrigger):
                 try:
                     jobs = (await batch.describe_jobs(jobs=[self.job_id]))["jobs"]
                 except (ClientError, BotoCoreError) as error:
-                    if not is_transient(error):
+                    if not watch.poll_failed(error, self.waiter_delay):
                         raise
-                    # Still running as far as anyone knows: a poll costs no retry of the task.
-                    self.log.warning(
-                        "Could not describe Batch job %s (%s); trying again in %s s",
-                        self.job_name,
-                        type(error).__name__,
-                        self.waiter_delay,
-                    )
                     await asyncio.sleep(self.waiter_delay)
                     continue
                 verdict = watch.observe(jobs[0] if jobs else None)
@@ -151,8 +143,7 @@ class SidecarBatchJobTrigger(BaseTrigger):
                     yield TriggerEvent(watch.event(verdict))
                     return
                 if verdict.terminate:
-                    self.log.info("Terminating Batch job %s: %s", self.job_name, verdict.reason)
-                    await batch.terminate_job(jobId=self.job_id, reason=str(verdict.reason)[:255])
+                    await batch.terminate_job(jobId=self.job_id, reason=watch.terminating(verdict))
                     yield TriggerEvent(watch.event(verdict))
                     return
                 await asyncio.sleep(self.waiter_delay)

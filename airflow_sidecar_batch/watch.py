@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from airflow_sidecar_batch.hooks import is_transient
 from airflow_sidecar_batch.job_status import JobStatus, JobStep, LogStream, job_step
 from airflow_sidecar_batch.logs import LogTail
 
@@ -109,6 +110,27 @@ class JobWatch:
                 f"the job was still {step.status.value} at its queue deadline",
             )
         return Verdict(step)
+
+    def poll_failed(self, error: Exception, retry_in: float) -> bool:
+        """Decide on a failed ``DescribeJobs``: True to try again at the next poll, False to raise.
+
+        Throttling, 5xx and network errors leave the job as it was, as far as anyone knows, so a
+        poll that meets them costs the task no retry.
+        """
+        if not is_transient(error):
+            return False
+        self.log.warning(
+            "Could not describe Batch job %s (%s); trying again in %s s",
+            self.job_name,
+            type(error).__name__,
+            retry_in,
+        )
+        return True
+
+    def terminating(self, verdict: Verdict) -> str:
+        """Log and return the reason a job is terminated for, within Batch's 255 characters."""
+        self.log.info("Terminating Batch job %s: %s", self.job_name, verdict.reason)
+        return str(verdict.reason)[:255]
 
     def awaiting_late_lines(self) -> bool:
         """Whether lines may still arrive: the job stopped less than ``final_log_wait`` ago."""
