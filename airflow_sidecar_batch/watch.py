@@ -134,8 +134,10 @@ class JobWatch:
 
     def awaiting_late_lines(self) -> bool:
         """Whether lines may still arrive: the job stopped less than ``final_log_wait`` ago."""
-        stopped = self._stopped_at or time.time()
-        return time.time() - stopped < self.final_log_wait
+        if self._stopped_at is None:
+            # A job Batch no longer knows has no stop time and no lines left to wait for.
+            return False
+        return time.time() - self._stopped_at < self.final_log_wait
 
     def emit(self, stream: LogStream, message: str) -> None:
         """Log one container line, marked with its container, and remember it."""
