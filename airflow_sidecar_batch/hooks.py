@@ -96,13 +96,6 @@ class SidecarBatchHook(AwsBaseHook):
             jobs.extend(self.conn.describe_jobs(jobs=job_ids[start : start + 100])["jobs"])
         return jobs
 
-    def describe_job(self, job_id: str) -> dict[str, Any]:
-        """Return the description of one job."""
-        jobs = self.conn.describe_jobs(jobs=[job_id])["jobs"]
-        if not jobs:
-            raise LookupError(f"Batch knows no job {job_id!r}; it may have expired (7 days)")
-        return jobs[0]
-
     def terminate_job(self, job_id: str, reason: str) -> None:
         """Terminate a job in any state; Batch records ``reason`` as its status reason."""
         self.conn.terminate_job(jobId=job_id, reason=reason)
